@@ -1,0 +1,2 @@
+//! A simulated compounding unit for tests and demos: plant physics stepped with an explicit
+//! time, the `galen-devices` emulators served on ptys, and declarative fault scenarios.

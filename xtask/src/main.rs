@@ -1,0 +1,101 @@
+//! `cargo xtask`: the project's only build tooling — setup, test, demo and bench.
+//!
+//! Everything a developer or CI runs goes through here, so that installing system packages,
+//! starting test services and cleaning up after them is written once.
+
+mod bench;
+mod demo;
+mod process;
+mod services;
+mod setup;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::services::Services;
+
+/// Galen's build tooling. Every command installs missing Debian packages first.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install the Debian packages the project needs (only those missing; needs root).
+    Setup {
+        /// Only report what is missing, install nothing; exits non-zero if anything is.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the whole test suite (unit, integration, snapshot, HIL) against a private software
+    /// TPM and D-Bus daemon that are started for the run and removed afterwards.
+    Test {
+        /// Extra arguments for `cargo test`, after `--` (e.g. `-- -p galen-devices`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Run the most complete end-to-end job the project can do today and say what it did.
+    Demo,
+    /// Run every benchmark and rewrite docs/BENCHMARKS.md with the results.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = process::install_interrupt_handler().and_then(|()| match cli.command {
+        Cmd::Setup { check } => {
+            setup::run(if check { setup::Mode::CheckOnly } else { setup::Mode::Install })
+        }
+        Cmd::Test { cargo_args } => test(&cargo_args),
+        Cmd::Demo => demo::run(),
+        Cmd::Bench => bench::run(),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if process::interrupted() { ExitCode::from(130) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    setup::run(setup::Mode::Install)?;
+    let mut services = Services::start()?;
+    println!(
+        "test: software TPM at {}, private D-Bus at {}",
+        services.tpm_tcti, services.dbus_address
+    );
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-fail-fast"]).args(cargo_args);
+    cmd.envs(services.env());
+    let result = process::run(&mut cmd);
+    process::bail_if_interrupted()?;
+    // A service that died mid-run explains the failures better than the failures do.
+    services.check_alive()?;
+    let dir = services.dir().to_path_buf();
+    drop(services);
+    result?;
+    println!("test: every test passed; services stopped and {} removed", dir.display());
+    Ok(())
+}
+
+/// `cargo`, as the one that is running us, in the workspace root.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}

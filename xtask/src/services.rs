@@ -1,0 +1,200 @@
+//! The services tests and the demo need, started in a private temporary directory: a software
+//! TPM (swtpm) and a private D-Bus daemon.
+//!
+//! Each is started in the foreground as a tracked child, probed until it really answers
+//! (`tpm2_getrandom`, `dbus-send … GetId`), and stopped with its directory removed when
+//! [`Services`] is dropped, on success, failure or Ctrl-C alike.
+//!
+//! Tests find them through these environment variables:
+//! - `GALEN_TEST_TCTI` (and `TPM2TOOLS_TCTI`): the TCTI string of the software TPM, e.g.
+//!   `swtpm:path=/tmp/galen-xyz/tpm/sock`.
+//! - `GALEN_TEST_DBUS_ADDRESS`: the address of the private bus.
+//! - `GALEN_TEST_RUNTIME_DIR`: the temporary directory, for scratch files that must outlive
+//!   one test but not the run.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::process::{self, Tracked};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Running swtpm and dbus-daemon; dropping this stops both and deletes their directory.
+#[derive(Debug)]
+pub(crate) struct Services {
+    // Field order is drop order: the processes stop before their directory goes.
+    swtpm: Tracked,
+    dbus: Tracked,
+    pub(crate) tpm_tcti: String,
+    pub(crate) dbus_address: String,
+    dir: TempDir,
+}
+
+impl Services {
+    pub(crate) fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("galen-")
+            .tempdir()
+            .context("creating a temporary directory for test services")?;
+        let (swtpm, tpm_tcti) = start_swtpm(dir.path())?;
+        let (dbus, dbus_address) = start_dbus(dir.path())?;
+        Ok(Self { swtpm, dbus, tpm_tcti, dbus_address, dir })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment a test process needs to find the services.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GALEN_TEST_TCTI", self.tpm_tcti.clone()),
+            ("TPM2TOOLS_TCTI", self.tpm_tcti.clone()),
+            ("GALEN_TEST_DBUS_ADDRESS", self.dbus_address.clone()),
+            ("GALEN_TEST_RUNTIME_DIR", self.dir.path().display().to_string()),
+        ]
+    }
+
+    /// Eight random bytes from the TPM, as hex: proof that it answers commands.
+    pub(crate) fn tpm_random(&self) -> Result<String> {
+        tpm_getrandom(&self.tpm_tcti)
+    }
+
+    /// The bus's unique id: proof that the daemon answers method calls.
+    pub(crate) fn bus_id(&self) -> Result<String> {
+        dbus_get_id(&self.dbus_address)
+    }
+
+    /// Fails if either service died while we were using it.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        for (name, child) in [("swtpm", &mut self.swtpm), ("dbus-daemon", &mut self.dbus)] {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited during the run ({status})");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_swtpm(dir: &Path) -> Result<(Tracked, String)> {
+    let state = dir.join("tpm");
+    std::fs::create_dir(&state).context("creating the swtpm state directory")?;
+    let sock = state.join("sock");
+    let child = process::spawn(
+        Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .arg("--ctrl")
+            // The swtpm TCTI finds the control channel by appending `.ctrl` to the data socket.
+            .arg(format!("type=unixio,path={}.ctrl", sock.display()))
+            // Context::new in tss-esapi sends no TPM2_Startup, so swtpm must do it.
+            .args(["--flags", "not-need-init,startup-clear"])
+            .arg("--log")
+            .arg(format!("file={},level=1", state.join("swtpm.log").display()))
+            .stdin(Stdio::null()),
+    )?;
+    let tcti = format!("swtpm:path={}", sock.display());
+    wait_until("swtpm to answer", || tpm_getrandom(&tcti).map(drop))?;
+    Ok((child, tcti))
+}
+
+fn start_dbus(dir: &Path) -> Result<(Tracked, String)> {
+    let socket = dir.join("bus");
+    let config = dir.join("bus.conf");
+    std::fs::write(&config, bus_config(&socket)).context("writing the D-Bus daemon config")?;
+    let mut child = process::spawn(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdin(Stdio::null())
+            // It complains about fd limits it may not raise; keep that out of test output.
+            .stderr(log_file(&dir.join("dbus.log"))?)
+            .stdout(Stdio::piped()),
+    )?;
+    // The daemon prints its address once it listens; read it on a thread so we can time out.
+    let stdout = child.child_mut().stdout.take().context("dbus-daemon stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let address = rx
+        .recv_timeout(READY_TIMEOUT)
+        .context("dbus-daemon did not print its address in time")?
+        .trim()
+        .to_owned();
+    if address.is_empty() {
+        bail!("dbus-daemon exited before it printed its address");
+    }
+    wait_until("dbus-daemon to answer", || dbus_get_id(&address).map(drop))?;
+    Ok((child, address))
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// A session-type bus that anyone on this machine may use: it only lives for one test run.
+fn bus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
+fn tpm_getrandom(tcti: &str) -> Result<String> {
+    let hex = process::output(Command::new("tpm2_getrandom").args(["--hex", "8", "-T", tcti]))?;
+    Ok(hex.trim().to_owned())
+}
+
+fn dbus_get_id(address: &str) -> Result<String> {
+    let reply = process::output(Command::new("dbus-send").args([
+        &format!("--bus={address}"),
+        "--print-reply=literal",
+        "--dest=org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.GetId",
+    ]))?;
+    Ok(reply.trim().to_owned())
+}
+
+/// Retries `probe` until it succeeds; on timeout, fails with the probe's last error.
+fn wait_until(what: &str, mut probe: impl FnMut() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        process::bail_if_interrupted()?;
+        let err = match probe() {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if Instant::now() > deadline {
+            return Err(
+                err.context(format!("timed out after {READY_TIMEOUT:?} waiting for {what}"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

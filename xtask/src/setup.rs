@@ -1,0 +1,133 @@
+//! `cargo xtask setup`: installs the Debian packages the project needs, and only the missing ones.
+//!
+//! The list below is the single place that says what a fresh machine needs: every crate with a
+//! system library and every service a test or the demo starts is accounted for here. `apt-get
+//! update` runs at most once, and only when something must be installed, so a second run on a
+//! ready machine installs nothing and touches no network.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process;
+
+/// A Debian package and the reason the project needs it (printed when it is missing).
+#[derive(Debug)]
+pub(crate) struct Package {
+    pub(crate) name: &'static str,
+    pub(crate) why: &'static str,
+}
+
+/// Everything the workspace needs to build, test and run its demo.
+pub(crate) const PACKAGES: &[Package] = &[
+    // Build time.
+    Package { name: "pkg-config", why: "lets tss-esapi-sys find the TPM2 software stack" },
+    Package { name: "gcc", why: "compiles the bundled SQLite and other C parts of -sys crates" },
+    Package { name: "libc6-dev", why: "C headers for the -sys crates" },
+    Package { name: "libtss2-dev", why: "TPM2 software stack (tpm2-tss) that tss-esapi links" },
+    // Test and run time.
+    Package { name: "swtpm", why: "software TPM that tests and the demo seal records with" },
+    Package {
+        name: "swtpm-tools",
+        why: "swtpm_setup, to provision a software TPM like a real one",
+    },
+    Package { name: "tpm2-tools", why: "tpm2_getrandom checks that a TPM answers" },
+    Package { name: "dbus-daemon", why: "the private bus that tests and the demo run on" },
+    Package { name: "dbus-bin", why: "dbus-send checks that a bus answers" },
+];
+
+/// What `setup` should do when packages are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Install,
+    CheckOnly,
+}
+
+pub(crate) fn run(mode: Mode) -> Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        println!("setup: all {} required Debian packages are installed", PACKAGES.len());
+        return Ok(());
+    }
+    println!(
+        "setup: {} of {} required Debian packages are missing:",
+        missing.len(),
+        PACKAGES.len()
+    );
+    for p in &missing {
+        println!("  {:<14} {}", p.name, p.why);
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    if mode == Mode::CheckOnly {
+        bail!("missing packages: {} (run `cargo xtask setup` to install them)", names.join(" "));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!("Installing needs root. Run this, then `cargo xtask setup` again:");
+        println!(
+            "  sudo apt-get update && sudo env DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y --no-install-recommends {}",
+            names.join(" ")
+        );
+        bail!("setup needs root to install {}", names.join(" "));
+    }
+    println!("setup: apt-get update");
+    process::run(Command::new("apt-get").args(["update", "-q"]))?;
+    println!("setup: apt-get install {}", names.join(" "));
+    process::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&names),
+    )?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        let still: Vec<&str> = still.iter().map(|p| p.name).collect();
+        bail!("apt-get finished but these are still not installed: {}", still.join(" "));
+    }
+    println!("setup: installed {} package(s)", names.len());
+    Ok(())
+}
+
+/// The required packages that dpkg does not report as installed.
+fn missing_packages() -> Result<Vec<&'static Package>> {
+    let names: Vec<&str> = PACKAGES.iter().map(|p| p.name).collect();
+    // dpkg-query exits 1 when it knows nothing of a package, but still reports the others.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package}\t${db:Status-Status}\n"])
+        .args(&names)
+        .output()
+        .context("running dpkg-query (is this a Debian machine?)")?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let installed = installed_from_dpkg(&listing);
+    Ok(PACKAGES.iter().filter(|p| !installed.contains(p.name)).collect())
+}
+
+fn installed_from_dpkg(listing: &str) -> BTreeSet<&str> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, status)| *status == "installed")
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fully_installed_packages_count() {
+        let listing = "swtpm\tinstalled\nlibtss2-dev\tconfig-files\ndbus-bin\thalf-installed\n";
+        assert_eq!(installed_from_dpkg(listing), BTreeSet::from(["swtpm"]));
+    }
+
+    #[test]
+    fn package_names_are_unique_and_explained() {
+        let mut seen = BTreeSet::new();
+        for p in PACKAGES {
+            assert!(seen.insert(p.name), "{} is listed twice", p.name);
+            assert!(!p.why.is_empty(), "{} has no reason", p.name);
+        }
+    }
+}
