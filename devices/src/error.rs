@@ -121,6 +121,9 @@ pub enum RefusalReason {
     /// SBI `Err ###`: a numbered error.
     #[error("error code {0}")]
     Code(u16),
+    /// A pump alarm answered the request instead; it persisted after acknowledging.
+    #[error("pump alarm: {0}")]
+    Alarm(crate::pump::PumpAlarm),
     /// A Modbus exception response.
     #[error("Modbus exception {code:#04x} ({name})")]
     ModbusException {

@@ -31,11 +31,11 @@ pub mod error;
 // pub mod heater;
 pub mod link;
 pub mod pty;
-// pub mod pump;
+pub mod pump;
 pub mod transcript;
 pub mod units;
 
 pub use balance::Balance;
 pub use error::{DeviceResult, LinkError, Refusal, RefusalReason};
 // pub use heater::Heater;
-// pub use pump::Pump;
+pub use pump::Pump;

@@ -10,7 +10,7 @@ use crate::error::DeviceResult;
 use crate::units::{Reading, Weight};
 
 pub mod mt_sics;
-// pub mod sbi;
+pub mod sbi;
 
 /// Whether a read waits for the balance's stability criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
