@@ -4,3 +4,6 @@
 //! The batch engine, the safety monitor, the record store and the D-Bus adapter live here.
 //! Only this crate opens the record database, talks to the TPM and serves D-Bus; see
 //! ARCHITECTURE.md for the invariants that keep it that way.
+
+pub mod records;
+pub mod tpm;

@@ -7,12 +7,13 @@
 //!
 //! Tests find them through these environment variables:
 //! - `GALEN_TEST_TCTI` (and `TPM2TOOLS_TCTI`): the TCTI string of the software TPM, e.g.
-//!   `swtpm:path=/tmp/galen-xyz/tpm/sock`.
+//!   `swtpm:host=127.0.0.1,port=40123`.
 //! - `GALEN_TEST_DBUS_ADDRESS`: the address of the private bus.
 //! - `GALEN_TEST_RUNTIME_DIR`: the temporary directory, for scratch files that must outlive
 //!   one test but not the run.
 
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -82,30 +83,55 @@ impl Services {
     }
 }
 
+/// swtpm on loopback TCP: tss-esapi's `swtpm:` TCTI speaks TCP only (data port P, control
+/// port P + 1). Ports are picked free and retried if another process wins the race.
 fn start_swtpm(dir: &Path) -> Result<(Tracked, String)> {
     let state = dir.join("tpm");
     std::fs::create_dir(&state).context("creating the swtpm state directory")?;
-    let sock = state.join("sock");
-    let child = process::spawn(
-        Command::new("swtpm")
-            .arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", sock.display()))
-            .arg("--ctrl")
-            // The swtpm TCTI finds the control channel by appending `.ctrl` to the data socket.
-            .arg(format!("type=unixio,path={}.ctrl", sock.display()))
-            // Context::new in tss-esapi sends no TPM2_Startup, so swtpm must do it.
-            .args(["--flags", "not-need-init,startup-clear"])
-            .arg("--log")
-            .arg(format!("file={},level=1", state.join("swtpm.log").display()))
-            .stdin(Stdio::null()),
-    )?;
-    let tcti = format!("swtpm:path={}", sock.display());
-    wait_until("swtpm to answer", || tpm_getrandom(&tcti).map(drop))?;
-    Ok((child, tcti))
+    let mut last_error = None;
+    for _ in 0..10 {
+        let port = free_port_pair()?;
+        let mut child = process::spawn(
+            Command::new("swtpm")
+                .arg("socket")
+                .arg("--tpm2")
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                // Context::new in tss-esapi sends no TPM2_Startup, so swtpm must do it.
+                .args(["--flags", "not-need-init,startup-clear"])
+                .arg("--log")
+                .arg(format!("file={},level=1", state.join("swtpm.log").display()))
+                .stdin(Stdio::null()),
+        )?;
+        let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+        let ready = wait_until("swtpm to answer", || {
+            if let Some(status) = child.try_wait()? {
+                bail!("swtpm exited ({status})");
+            }
+            Ok(tpm_getrandom(&tcti).map(drop))
+        });
+        match ready {
+            Ok(()) => return Ok((child, tcti)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.expect("at least one attempt").context("starting swtpm"))
+}
+
+/// A port P such that P and P + 1 were both free a moment ago.
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("found no two adjacent free ports on 127.0.0.1")
 }
 
 fn start_dbus(dir: &Path) -> Result<(Tracked, String)> {
@@ -137,7 +163,7 @@ fn start_dbus(dir: &Path) -> Result<(Tracked, String)> {
     if address.is_empty() {
         bail!("dbus-daemon exited before it printed its address");
     }
-    wait_until("dbus-daemon to answer", || dbus_get_id(&address).map(drop))?;
+    wait_until("dbus-daemon to answer", || Ok(dbus_get_id(&address).map(drop)))?;
     Ok((child, address))
 }
 
@@ -181,12 +207,13 @@ fn dbus_get_id(address: &str) -> Result<String> {
     Ok(reply.trim().to_owned())
 }
 
-/// Retries `probe` until it succeeds; on timeout, fails with the probe's last error.
-fn wait_until(what: &str, mut probe: impl FnMut() -> Result<()>) -> Result<()> {
+/// Retries `probe` until it succeeds. The outer error stops at once (the service died); the
+/// inner one means "not yet", and on timeout the last one is reported.
+fn wait_until(what: &str, mut probe: impl FnMut() -> Result<Result<()>>) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         process::bail_if_interrupted()?;
-        let err = match probe() {
+        let err = match probe()? {
             Ok(()) => return Ok(()),
             Err(err) => err,
         };

@@ -1,0 +1,312 @@
+//! People: roles and what each may do, PIN hashing, lockout and sessions (21 CFR 11.10(d),
+//! 11.10(g), 11.200, 11.300).
+//!
+//! The rules here are pure and take time as an argument; the record store applies them and
+//! records every outcome. The role × action matrix is one exhaustive `match`, so adding a role
+//! or an action does not compile until someone decides what it may do.
+
+use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use galen_record::UtcMillis;
+use galen_record::signature::Meaning;
+use serde::{Deserialize, Serialize};
+
+/// What a person is at this appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs batches at the touchscreen.
+    Pharmacist,
+    /// The second person who checks critical entries.
+    Verifier,
+    /// Activates recipes, reviews and releases batches.
+    Qa,
+    /// Reads and exports records, nothing else.
+    Inspector,
+    /// Manages users; may not sign batch records.
+    Admin,
+    /// Service engineer: devices and diagnostics, no batch records.
+    Service,
+}
+
+impl Role {
+    pub const ALL: [Self; 6] =
+        [Self::Pharmacist, Self::Verifier, Self::Qa, Self::Inspector, Self::Admin, Self::Service];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pharmacist => "pharmacist",
+            Self::Verifier => "verifier",
+            Self::Qa => "qa",
+            Self::Inspector => "inspector",
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Everything a person can ask the appliance to do that needs authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    RunBatch,
+    Sign(Meaning),
+    ViewRecords,
+    ExportRecords,
+    ImportRecipes,
+    ManageUsers,
+    ServiceDevices,
+}
+
+/// The role × action matrix.
+pub fn permits(role: Role, action: Action) -> bool {
+    use Action::*;
+    use Meaning::*;
+    match role {
+        Role::Pharmacist => matches!(action, RunBatch | Sign(Authored) | ViewRecords),
+        Role::Verifier => matches!(action, Sign(Verified) | ViewRecords),
+        Role::Qa => matches!(
+            action,
+            Sign(Reviewed | Released | Activated) | ViewRecords | ExportRecords | ImportRecipes
+        ),
+        Role::Inspector => matches!(action, ViewRecords | ExportRecords),
+        Role::Admin => matches!(action, ManageUsers | ViewRecords),
+        Role::Service => matches!(action, ServiceDevices),
+    }
+}
+
+/// How strict authentication is. The defaults follow common GMP practice; a site may tighten
+/// them in the unit configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive failures that lock an account.
+    pub max_failures: u32,
+    /// How long a lockout lasts.
+    pub lockout_ms: i64,
+    /// Inactivity after which a session ends.
+    pub session_timeout_ms: i64,
+    /// Shortest PIN accepted when one is set.
+    pub min_pin_len: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            lockout_ms: 15 * 60 * 1000,
+            session_timeout_ms: 10 * 60 * 1000,
+            min_pin_len: 6,
+        }
+    }
+}
+
+/// A user row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: u64,
+    pub username: String,
+    pub full_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub failed_attempts: u32,
+    pub locked_until: Option<UtcMillis>,
+}
+
+/// Why someone could not authenticate. The messages are what the touchscreen shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Deliberately the same for an unknown user and a wrong PIN, so names cannot be probed.
+    #[error("user name or PIN is wrong")]
+    WrongCredentials,
+    #[error("this account is locked until {until} after repeated wrong PINs; ask an administrator")]
+    LockedOut { until: UtcMillis },
+    #[error("this account has been deactivated")]
+    Deactivated,
+    #[error("the session ended after inactivity; log in again")]
+    SessionExpired,
+    #[error("the {role} role may not {action}")]
+    NotPermitted { role: &'static str, action: String },
+    #[error("a PIN needs at least {0} digits")]
+    PinTooShort(usize),
+}
+
+/// Hashes a PIN with Argon2id (default parameters) and the given random salt, in PHC form.
+pub fn hash_pin(pin: &str, salt: &[u8; 16]) -> String {
+    Argon2::default()
+        .hash_password_with_salt(pin.as_bytes(), salt)
+        .expect("Argon2 with default parameters accepts any PIN and a 16-byte salt")
+        .to_string()
+}
+
+/// True if `pin` matches the stored hash.
+pub fn pin_matches(pin: &str, stored: &str) -> bool {
+    Argon2::default().verify_password(pin.as_bytes(), stored).is_ok()
+}
+
+/// Whether `user` may try a PIN now; wrong-PIN accounting is the caller's.
+pub fn may_attempt(user: &User, now: UtcMillis) -> Result<(), AuthError> {
+    if !user.active {
+        return Err(AuthError::Deactivated);
+    }
+    match user.locked_until {
+        Some(until) if now < until => Err(AuthError::LockedOut { until }),
+        _ => Ok(()),
+    }
+}
+
+/// After a wrong PIN: the new failure count, and the lockout end if this failure locks.
+pub fn after_failure(user: &User, now: UtcMillis, policy: &Policy) -> (u32, Option<UtcMillis>) {
+    // A lockout that has expired starts a fresh count.
+    let previous =
+        if user.locked_until.is_some_and(|u| now >= u) { 0 } else { user.failed_attempts };
+    let failures = previous + 1;
+    let lock = (failures >= policy.max_failures).then(|| UtcMillis(now.0 + policy.lockout_ms));
+    (failures, lock)
+}
+
+/// A logged-in person. Bound by the caller to one connection (the D-Bus peer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: u64,
+    pub username: String,
+    pub full_name: String,
+    pub role: Role,
+    last_activity: UtcMillis,
+}
+
+impl Session {
+    pub fn new(user: &User, now: UtcMillis) -> Self {
+        Self {
+            user_id: user.id,
+            username: user.username.clone(),
+            full_name: user.full_name.clone(),
+            role: user.role,
+            last_activity: now,
+        }
+    }
+
+    /// Records activity, or ends the session if it was idle too long.
+    pub fn touch(&mut self, now: UtcMillis, policy: &Policy) -> Result<(), AuthError> {
+        if now.0 - self.last_activity.0 > policy.session_timeout_ms {
+            return Err(AuthError::SessionExpired);
+        }
+        self.last_activity = now;
+        Ok(())
+    }
+
+    /// Fails unless this session's role may do `action`.
+    pub fn require(&self, action: Action) -> Result<(), AuthError> {
+        if permits(self.role, action) {
+            Ok(())
+        } else {
+            Err(AuthError::NotPermitted { role: self.role.as_str(), action: describe(action) })
+        }
+    }
+}
+
+fn describe(action: Action) -> String {
+    match action {
+        Action::RunBatch => "run batches".into(),
+        Action::Sign(m) => format!("sign as \"{}\"", m.as_words()),
+        Action::ViewRecords => "view records".into(),
+        Action::ExportRecords => "export records".into(),
+        Action::ImportRecipes => "import recipes".into(),
+        Action::ManageUsers => "manage users".into(),
+        Action::ServiceDevices => "service devices".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: 1,
+            username: "ada".into(),
+            full_name: "Ada Pharmacist".into(),
+            role: Role::Pharmacist,
+            active: true,
+            failed_attempts: 0,
+            locked_until: None,
+        }
+    }
+
+    #[test]
+    fn role_action_matrix() {
+        let actions = [
+            Action::RunBatch,
+            Action::Sign(Meaning::Authored),
+            Action::Sign(Meaning::Verified),
+            Action::Sign(Meaning::Reviewed),
+            Action::Sign(Meaning::Released),
+            Action::Sign(Meaning::Activated),
+            Action::ViewRecords,
+            Action::ExportRecords,
+            Action::ImportRecipes,
+            Action::ManageUsers,
+            Action::ServiceDevices,
+        ];
+        let mut table = String::new();
+        for role in Role::ALL {
+            let allowed: Vec<String> =
+                actions.iter().filter(|a| permits(role, **a)).map(|a| describe(*a)).collect();
+            table.push_str(&format!("{:<10} {}\n", role.as_str(), allowed.join("; ")));
+        }
+        insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn admins_cannot_sign_batch_records() {
+        for meaning in [Meaning::Authored, Meaning::Verified, Meaning::Reviewed, Meaning::Released]
+        {
+            assert!(!permits(Role::Admin, Action::Sign(meaning)));
+        }
+    }
+
+    #[test]
+    fn pins_hash_and_verify() {
+        let hash = hash_pin("482913", &[7; 16]);
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(pin_matches("482913", &hash));
+        assert!(!pin_matches("482914", &hash));
+        assert!(!pin_matches("482913", "not a hash"));
+    }
+
+    #[test]
+    fn lockout_after_repeated_failures_then_expiry() {
+        let policy = Policy::default();
+        let mut u = user();
+        let now = UtcMillis(1_000_000);
+        for n in 1..policy.max_failures {
+            let (failures, lock) = after_failure(&u, now, &policy);
+            assert_eq!((failures, lock), (n, None));
+            u.failed_attempts = failures;
+        }
+        let (failures, lock) = after_failure(&u, now, &policy);
+        assert_eq!(failures, policy.max_failures);
+        let until = lock.expect("the fifth failure locks");
+        u.locked_until = Some(until);
+        assert_eq!(may_attempt(&u, UtcMillis(until.0 - 1)), Err(AuthError::LockedOut { until }));
+        assert_eq!(may_attempt(&u, until), Ok(()));
+        assert_eq!(after_failure(&u, until, &policy), (1, None));
+    }
+
+    #[test]
+    fn sessions_expire_after_inactivity() {
+        let policy = Policy::default();
+        let mut s = Session::new(&user(), UtcMillis(0));
+        assert_eq!(s.touch(UtcMillis(policy.session_timeout_ms), &policy), Ok(()));
+        let late = UtcMillis(2 * policy.session_timeout_ms + 1);
+        assert_eq!(s.touch(late, &policy), Err(AuthError::SessionExpired));
+    }
+
+    #[test]
+    fn deactivated_users_cannot_log_in() {
+        let mut u = user();
+        u.active = false;
+        assert_eq!(may_attempt(&u, UtcMillis(0)), Err(AuthError::Deactivated));
+    }
+}

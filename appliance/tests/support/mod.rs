@@ -1,0 +1,157 @@
+//! Test support: a private software TPM per test, so NV counters and keys never leak between
+//! tests running in parallel, and a store factory on top of it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use galen_appliance::records::{At, FirstAdmin, RecordStore};
+use galen_appliance::tpm::{Tpm, TpmConfig};
+use galen_record::UtcMillis;
+use tempfile::TempDir;
+
+/// A running swtpm whose state lives in its own directory; killed on drop.
+pub struct SwTpm {
+    child: Child,
+    pub state: PathBuf,
+    pub tcti: String,
+}
+
+impl SwTpm {
+    /// Starts swtpm on a fresh (or existing) state directory, on free loopback TCP ports:
+    /// tss-esapi's `swtpm:` TCTI speaks TCP only (data port P, control port P + 1).
+    pub fn start(state: &Path) -> Self {
+        std::fs::create_dir_all(state).unwrap();
+        for _ in 0..20 {
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .arg("socket")
+                .arg("--tpm2")
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("swtpm is installed by `cargo xtask setup`");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break; // lost a race for the port: try another
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        state: state.to_path_buf(),
+                        tcti: format!("swtpm:host=127.0.0.1,port={port}"),
+                    };
+                }
+                assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("could not start swtpm on any port");
+    }
+
+    /// Stops swtpm, keeping its state directory.
+    pub fn stop(mut self) -> PathBuf {
+        self.kill();
+        self.state.clone()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SwTpm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary appliance: a TPM, a key directory and a database path.
+pub struct Rig {
+    pub dir: TempDir,
+    pub tpm: Option<SwTpm>,
+}
+
+pub const DEVICE: &str = "galen-test-0001";
+pub const ADMIN_PIN: &str = "271828";
+
+pub fn at(ms: i64) -> At {
+    At::utc(UtcMillis(1_795_249_073_000 + ms))
+}
+
+impl Rig {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tpm = SwTpm::start(&dir.path().join("tpm"));
+        Self { dir, tpm: Some(tpm) }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("records.sqlite")
+    }
+
+    pub fn tpm(&self) -> Tpm {
+        let config = TpmConfig {
+            tcti: self.tpm.as_ref().expect("TPM running").tcti.clone(),
+            key_dir: self.dir.path().join("keys"),
+            nv_index: 0x0150_0100,
+            pcrs: vec![7],
+        };
+        Tpm::open(&config).expect("open the TPM")
+    }
+
+    pub fn commission(&self) -> RecordStore {
+        let admin = FirstAdmin { username: "admin", full_name: "Alan Admin", pin: ADMIN_PIN };
+        RecordStore::create(&self.db(), DEVICE, self.tpm(), &admin, at(0)).expect("commission")
+    }
+
+    pub fn open(&self) -> RecordStore {
+        RecordStore::open(&self.db(), DEVICE, self.tpm(), at(1_000_000)).expect("open")
+    }
+
+    /// Restarts the TPM on a copy of its state taken earlier (a TPM "time machine").
+    pub fn restart_tpm_from(&mut self, state: &Path) {
+        let current = self.tpm.take().expect("TPM running").stop();
+        std::fs::remove_dir_all(&current).unwrap();
+        copy_dir(state, &current);
+        self.tpm = Some(SwTpm::start(&current));
+    }
+}
+
+/// A port P such that P and P + 1 were free a moment ago.
+fn free_port_pair() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A raw SQLite connection to a closed store, for tampering as an attacker with disk access.
+pub fn raw(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(db).unwrap()
+}
