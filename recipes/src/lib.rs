@@ -19,3 +19,4 @@ pub mod personalise;
 pub mod pgx;
 pub mod pharmcat;
 pub mod quantity;
+pub mod tuf;
