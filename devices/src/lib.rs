@@ -28,7 +28,7 @@ pub mod codec;
 pub mod emulator;
 pub mod error;
 // pub mod fuzzing;
-// pub mod heater;
+pub mod heater;
 pub mod link;
 pub mod pty;
 pub mod pump;
@@ -37,5 +37,5 @@ pub mod units;
 
 pub use balance::Balance;
 pub use error::{DeviceResult, LinkError, Refusal, RefusalReason};
-// pub use heater::Heater;
+pub use heater::Heater;
 pub use pump::Pump;

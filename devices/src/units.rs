@@ -59,12 +59,6 @@ non_negative!(
     "volume",
     "mL"
 );
-non_negative!(
-    /// A controller output in percent of full power (0–100).
-    Percent,
-    "output",
-    "%"
-);
 
 /// A temperature in degrees Celsius, at or above absolute zero.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -89,6 +83,33 @@ impl Celsius {
 impl fmt::Display for Celsius {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} °C", self.0)
+    }
+}
+
+/// A controller output in percent of full power: 0–100 heating, negative for a controller
+/// that also cools (down to -100).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Percent(f64);
+
+impl Percent {
+    /// Checks that `value` is within -100..=100.
+    pub fn new(value: f64) -> Result<Self, QuantityError> {
+        if (-100.0..=100.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(QuantityError { what: "output", rule: "within -100 and 100", value })
+        }
+    }
+
+    /// Percent.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} %", self.0)
     }
 }
 

@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(ReplyDecoder.decode(&mut buf), Ok(None));
         buf.extend_from_slice(b"74 g  \r\n");
         assert!(matches!(ReplyDecoder.decode(&mut buf), Ok(Some(Reply::Weight { .. }))));
-        let got = decode_all(ReplyDecoder, b"\x80\x81\r\n+  1.0000 lb \r\n");
+        let got = decode_all(ReplyDecoder, b"\x80\x81\r\n+   1.0000 lb \r\n");
         assert!(matches!(got[0], Err(DecodeError::Garbage { reason: "not printable ASCII", .. })));
         assert!(matches!(got[1], Err(DecodeError::Garbage { reason: "unknown unit", .. })));
         let long = vec![b'9'; MAX_LINE + 1];

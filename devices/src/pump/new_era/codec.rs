@@ -483,14 +483,15 @@ mod tests {
         let good = Reply { address: 0, prompt: Prompt::Infusing, data: ReplyData::None };
         let mut bytes = BytesMut::new();
         encode_reply(Mode::Safe, &good, &mut bytes);
-        assert_eq!(&bytes[..], &[0x02, 0x07, b'0', b'0', b'I', 0x8e, 0x6f, 0x03][..]);
-        assert_eq!(crc16_ccitt(b"00I"), 0x8e6f);
+        assert_eq!(&bytes[..], &[0x02, 0x07, b'0', b'0', b'I', 0x19, 0xdd, 0x03][..]);
+        // Checked against Python's binascii.crc_hqx(b"00I", 0).
+        assert_eq!(crc16_ccitt(b"00I"), 0x19dd);
         assert_eq!(decode_all(SAFE, &bytes), vec![Ok(good.clone())]);
         let mut corrupt = bytes.to_vec();
         corrupt[6] ^= 0x01;
         assert_eq!(
             decode_all(SAFE, &corrupt),
-            vec![Err(DecodeError::Checksum { computed: 0x8e6f, received: 0x8e6e })]
+            vec![Err(DecodeError::Checksum { computed: 0x19dd, received: 0x19dc })]
         );
         // Partial: every prefix waits.
         for n in 0..bytes.len() {

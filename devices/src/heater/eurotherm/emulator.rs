@@ -1,0 +1,264 @@
+//! A wire-level Eurotherm 3216 served by tokio-modbus's `rtu-server` over the shared register
+//! map. A proportional controller computes the output from the working setpoint and the PV the
+//! [`HeaterPlant`] reports.
+//!
+//! tokio-modbus's RTU server takes a `SerialStream`, not any byte stream, so the emulator runs
+//! it on an internal pty and relays bytes between that pty and the caller's transport. The
+//! relay is also where wire faults are injected (garbage, noise, a broken CRC), since the
+//! server itself always frames correctly; silence and slowness are applied in the service.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+
+use super::registers::{
+    AUTO_MAN, EEPROM_BACKED, MAN_OP, PB, PV_IN, RM_SP, RM_SP_ENABLE, RNG_HI, RNG_LO, SP1, SP2,
+    STATUS, TG_SP, WKG_SP, WRK_OP, from_register, status, to_register,
+};
+use crate::emulator::{Fault, FaultHandle, is_hangup};
+use crate::heater::HeaterPlant;
+
+/// The controller an emulator pretends to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EurothermModel {
+    /// Modbus slave address.
+    pub address: u8,
+    /// Display decimals of PV and setpoints.
+    pub decimals: u8,
+    /// Range low and high, °C: setpoints outside are refused (exception 3).
+    pub range_c: (f64, f64),
+    /// Proportional band, °C (output 100 % at this error).
+    pub proportional_band_c: f64,
+}
+
+impl Default for EurothermModel {
+    fn default() -> Self {
+        Self { address: 1, decimals: 1, range_c: (0.0, 200.0), proportional_band_c: 10.0 }
+    }
+}
+
+#[derive(Debug)]
+struct Registers {
+    words: BTreeMap<u16, u16>,
+    eeprom_writes: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    plant: HeaterPlant,
+    model: EurothermModel,
+    registers: Mutex<Registers>,
+    faults: FaultHandle,
+}
+
+/// A Eurotherm 3216 on the wire.
+#[derive(Debug, Clone)]
+pub struct EurothermEmulator {
+    shared: Arc<Shared>,
+}
+
+impl EurothermEmulator {
+    /// A controller measuring what `plant` reports.
+    pub fn new(plant: HeaterPlant, model: EurothermModel) -> Self {
+        let d = model.decimals;
+        let scaled = |v: f64| to_register(v, d).unwrap_or(0);
+        let words = BTreeMap::from([
+            (PV_IN, scaled(plant.pv())),
+            (TG_SP, scaled(25.0)),
+            (MAN_OP, 0),
+            (WRK_OP, 0),
+            (WKG_SP, scaled(25.0)),
+            (PB, scaled(model.proportional_band_c)),
+            (RNG_LO, scaled(model.range_c.0)),
+            (RNG_HI, scaled(model.range_c.1)),
+            (SP1, scaled(25.0)),
+            (SP2, scaled(25.0)),
+            (RM_SP, scaled(25.0)),
+            (STATUS, 0),
+            (AUTO_MAN, 0),
+            (RM_SP_ENABLE, 0),
+        ]);
+        let registers = Mutex::new(Registers { words, eeprom_writes: 0 });
+        Self { shared: Arc::new(Shared { plant, model, registers, faults: FaultHandle::new() }) }
+    }
+
+    /// The plant port.
+    pub fn plant(&self) -> HeaterPlant {
+        self.shared.plant.clone()
+    }
+
+    /// The fault switch.
+    pub fn faults(&self) -> FaultHandle {
+        self.shared.faults.clone()
+    }
+
+    /// How many times an EEPROM-backed setpoint (2, 24, 25) was written: a driver that keeps
+    /// this at zero cannot wear the controller out.
+    pub fn eeprom_writes(&self) -> u64 {
+        self.shared.lock().eeprom_writes
+    }
+
+    /// Serves one host until it hangs up.
+    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, mut io: T) -> io::Result<()> {
+        let (master, mut inner) = tokio_serial::SerialStream::pair().map_err(io::Error::from)?;
+        let server = tokio_modbus::server::rtu::Server::new(master);
+        let service = Service(self.shared.clone());
+        let task = tokio::spawn(async move { server.serve_forever(service).await });
+        let _abort = AbortOnDrop(task);
+        let mut to_device = [0u8; 256];
+        let mut to_host = [0u8; 256];
+        loop {
+            tokio::select! {
+                read = io.read(&mut to_device) => match read {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => inner.write_all(&to_device[..n]).await?,
+                    Err(e) if is_hangup(&e) => return Ok(()),
+                    Err(e) => return Err(e),
+                },
+                read = inner.read(&mut to_host) => {
+                    let n = read?;
+                    let mut chunk = to_host[..n].to_vec();
+                    match self.shared.faults.get() {
+                        Fault::Garbage(bytes) => chunk = bytes,
+                        Fault::NoiseBefore(mut bytes) => {
+                            bytes.extend_from_slice(&chunk);
+                            chunk = bytes;
+                        }
+                        Fault::BadChecksum => {
+                            if let Some(last) = chunk.last_mut() {
+                                *last ^= 0xFF;
+                            }
+                        }
+                        Fault::None | Fault::Silent | Fault::Slow(_) => {}
+                    }
+                    match io.write_all(&chunk).await {
+                        Err(e) if is_hangup(&e) => return Ok(()),
+                        other => other?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Registers> {
+        self.registers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Brings the computed registers up to date with the plant.
+    fn update(&self, regs: &mut Registers) {
+        let d = self.model.decimals;
+        let get = |regs: &Registers, a| regs.words.get(&a).copied().unwrap_or(0);
+        let pv = self.plant.pv();
+        let remote = get(regs, RM_SP_ENABLE) == 1;
+        let wsp_word = if remote { get(regs, RM_SP) } else { get(regs, SP1) };
+        let wsp = from_register(wsp_word, d);
+        let manual = get(regs, AUTO_MAN) == 1;
+        let broken = self.plant.sensor_break();
+        let output = if manual {
+            from_register(get(regs, MAN_OP), 1)
+        } else if broken {
+            0.0
+        } else {
+            ((wsp - pv) / self.model.proportional_band_c * 100.0).clamp(0.0, 100.0)
+        };
+        self.plant.set_output(output);
+        let mut stat = 0;
+        if manual {
+            stat |= status::MANUAL;
+        }
+        if broken {
+            stat |= status::SENSOR_BREAK;
+        }
+        let words = [
+            (PV_IN, to_register(pv, d).unwrap_or(0)),
+            (WKG_SP, wsp_word),
+            (TG_SP, wsp_word),
+            (WRK_OP, to_register(output, 1).unwrap_or(0)),
+            (STATUS, stat),
+        ];
+        regs.words.extend(words);
+    }
+
+    fn read(&self, address: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+        let mut regs = self.lock();
+        self.update(&mut regs);
+        (address..address.saturating_add(count))
+            .map(|a| regs.words.get(&a).copied().ok_or(ExceptionCode::IllegalDataAddress))
+            .collect()
+    }
+
+    fn write(&self, address: u16, word: u16) -> Result<(), ExceptionCode> {
+        let mut regs = self.lock();
+        if !regs.words.contains_key(&address) || [PV_IN, WKG_SP, WRK_OP, STATUS].contains(&address) {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        let d = self.model.decimals;
+        let is_setpoint = address == RM_SP || EEPROM_BACKED.contains(&address);
+        let (lo, hi) = self.model.range_c;
+        if is_setpoint && !(lo..=hi).contains(&from_register(word, d)) {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        if [AUTO_MAN, RM_SP_ENABLE].contains(&address) && word > 1 {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        if EEPROM_BACKED.contains(&address) {
+            regs.eeprom_writes += 1;
+        }
+        regs.words.insert(address, word);
+        self.update(&mut regs);
+        Ok(())
+    }
+
+    fn call(&self, request: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+        if request.slave != self.model.address {
+            return Ok(None);
+        }
+        match request.request {
+            Request::ReadHoldingRegisters(address, count) => {
+                self.read(address, count).map(|words| Some(Response::ReadHoldingRegisters(words)))
+            }
+            Request::WriteSingleRegister(address, word) => {
+                self.write(address, word).map(|()| Some(Response::WriteSingleRegister(address, word)))
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Service(Arc<Shared>);
+
+impl tokio_modbus::server::Service for Service {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
+
+    fn call(&self, request: Self::Request) -> Self::Future {
+        let shared = self.0.clone();
+        Box::pin(async move {
+            match shared.faults.get() {
+                Fault::Silent => return Ok(None),
+                Fault::Slow(delay) => tokio::time::sleep(delay).await,
+                _ => {}
+            }
+            shared.call(request)
+        })
+    }
+}
