@@ -122,7 +122,15 @@ fn main() -> Result<()> {
         Command::New { id, out } => new(&id, out.as_deref()),
         Command::Lint { files } => lint(&files),
         Command::Keys { out, root_days } => runtime.block_on(keys(&out, root_days)),
-        Command::Publish { repo, keys, root, targets_days, snapshot_days, timestamp_days, files } => {
+        Command::Publish {
+            repo,
+            keys,
+            root,
+            targets_days,
+            snapshot_days,
+            timestamp_days,
+            files,
+        } => {
             let now = Timestamp::now();
             let expiries = Expiries {
                 targets: days_from(now, targets_days)?,
@@ -150,10 +158,13 @@ fn days_from(now: Timestamp, days: i64) -> Result<Timestamp> {
 
 fn new(id: &str, out: Option<&Path>) -> Result<()> {
     if Ident::new(id).is_none() {
-        bail!("`{id}` is not a recipe id: lowercase letters, digits and `-`, starting with a letter");
+        bail!(
+            "`{id}` is not a recipe id: lowercase letters, digits and `-`, starting with a letter"
+        );
     }
     let text = SKELETON.replace("@ID@", id);
-    authoring::parse("skeleton", &text).map_err(|e| anyhow::anyhow!("the skeleton does not lint:\n{e}"))?;
+    authoring::parse("skeleton", &text)
+        .map_err(|e| anyhow::anyhow!("the skeleton does not lint:\n{e}"))?;
     match out {
         Some(path) => {
             let mut f = std::fs::OpenOptions::new()
@@ -197,7 +208,11 @@ fn lint(files: &[PathBuf]) -> Result<()> {
 fn read_bounded(path: &Path) -> Result<String> {
     let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     if len > authoring::MAX_RECIPE_BYTES as u64 {
-        bail!("{}: {len} bytes; recipes are at most {}", path.display(), authoring::MAX_RECIPE_BYTES);
+        bail!(
+            "{}: {len} bytes; recipes are at most {}",
+            path.display(),
+            authoring::MAX_RECIPE_BYTES
+        );
     }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -211,20 +226,34 @@ async fn keys(out: &Path, root_days: i64) -> Result<()> {
         println!("key   {}", path.display());
         specs.push(RoleSpec { role, keys: vec![path], threshold: 1 });
     }
-    let root = publish::create_root(&specs, days_from(Timestamp::now(), root_days)?, &[out.join(key_file(RoleType::Root))]).await?;
+    let root = publish::create_root(
+        &specs,
+        days_from(Timestamp::now(), root_days)?,
+        &[out.join(key_file(RoleType::Root))],
+    )
+    .await?;
     let path = out.join("root.json");
     std::fs::write(&path, root).with_context(|| format!("writing {}", path.display()))?;
     println!("root  {} (version 1, ship it in the appliance image)", path.display());
     Ok(())
 }
 
-async fn publish_cmd(repo: &Path, keys: &Path, root: &Path, expiries: Expiries, files: &[PathBuf]) -> Result<()> {
+async fn publish_cmd(
+    repo: &Path,
+    keys: &Path,
+    root: &Path,
+    expiries: Expiries,
+    files: &[PathBuf],
+) -> Result<()> {
     let mut recipes = Vec::with_capacity(files.len());
     for path in files {
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         recipes.push((name, read_bounded(path)?.into_bytes()));
     }
-    let key_paths: Vec<PathBuf> = ROLES.iter().map(|r| keys.join(key_file(*r))).filter(|p| p.exists()).collect();
+    let key_paths: Vec<PathBuf> =
+        ROLES.iter().map(|r| keys.join(key_file(*r))).filter(|p| p.exists()).collect();
     let tty = std::io::stderr().is_terminal();
     let mut progress = |p: Progress| match p {
         Progress::Recipe { done, total, id } => {
@@ -241,7 +270,8 @@ async fn publish_cmd(repo: &Path, keys: &Path, root: &Path, expiries: Expiries, 
         Progress::Writing => eprintln!("writing metadata…"),
     };
     let initial = root.exists().then_some(root);
-    let report = publish::publish(repo, initial, &key_paths, &recipes, expiries, &mut progress).await?;
+    let report =
+        publish::publish(repo, initial, &key_paths, &recipes, expiries, &mut progress).await?;
     for (id, rev) in &report.published {
         println!("published {id} revision {rev}");
     }
@@ -260,7 +290,8 @@ async fn publish_cmd(repo: &Path, keys: &Path, root: &Path, expiries: Expiries, 
 }
 
 async fn verify(repo: &Path, root: &Path, unit_model: &str, appliance_version: &str) -> Result<()> {
-    let version = Version::parse(appliance_version).with_context(|| format!("`{appliance_version}` is not a version like 1.2.3"))?;
+    let version = Version::parse(appliance_version)
+        .with_context(|| format!("`{appliance_version}` is not a version like 1.2.3"))?;
     let trusted = std::fs::read(root).with_context(|| format!("reading {}", root.display()))?;
     let state = tempfile::tempdir()?;
     let intake = Intake::new(trusted, state.path().to_owned(), unit_model, version)?;
@@ -288,12 +319,21 @@ async fn verify(repo: &Path, root: &Path, unit_model: &str, appliance_version: &
         println!("  REFUSED  {:<36} {}", r.target, r.reason);
     }
     if !report.refused.is_empty() {
-        bail!("{} recipe(s) would be refused by a {unit_model} unit running {version}", report.refused.len());
+        bail!(
+            "{} recipe(s) would be refused by a {unit_model} unit running {version}",
+            report.refused.len()
+        );
     }
     Ok(())
 }
 
-async fn rotate(repo: &Path, keys: &Path, role: &str, new_key: &Path, root_days: i64) -> Result<()> {
+async fn rotate(
+    repo: &Path,
+    keys: &Path,
+    role: &str,
+    new_key: &Path,
+    root_days: i64,
+) -> Result<()> {
     let role = match role {
         "root" => RoleType::Root,
         "targets" => RoleType::Targets,
@@ -302,7 +342,8 @@ async fn rotate(repo: &Path, keys: &Path, role: &str, new_key: &Path, root_days:
         other => bail!("`{other}` is not one of root, targets, snapshot, timestamp"),
     };
     let old_root = keys.join(key_file(RoleType::Root));
-    let new_root_keys = if role == RoleType::Root { vec![new_key.to_owned()] } else { vec![old_root.clone()] };
+    let new_root_keys =
+        if role == RoleType::Root { vec![new_key.to_owned()] } else { vec![old_root.clone()] };
     let version = publish::rotate_root(
         repo,
         &[RoleSpec { role, keys: vec![new_key.to_owned()], threshold: 1 }],
@@ -311,7 +352,10 @@ async fn rotate(repo: &Path, keys: &Path, role: &str, new_key: &Path, root_days:
         &new_root_keys,
     )
     .await?;
-    println!("wrote {}/metadata/{version}.root.json: {role} key replaced, signed by the old and the new root keys", repo.display());
+    println!(
+        "wrote {}/metadata/{version}.root.json: {role} key replaced, signed by the old and the new root keys",
+        repo.display()
+    );
     Ok(())
 }
 

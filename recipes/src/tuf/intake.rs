@@ -92,7 +92,9 @@ pub enum IntakeError {
         valid: u64,
     },
     /// The system clock is earlier than a time tough recorded.
-    #[error("the system clock went back (now {now}, previously {previously}); correct the clock first")]
+    #[error(
+        "the system clock went back (now {now}, previously {previously}); correct the clock first"
+    )]
     ClockSteppedBack {
         /// Now.
         now: String,
@@ -248,17 +250,24 @@ impl Intake {
             return Err(IntakeError::Config("the shipped root.json is too large".into()));
         }
         for dir in [state_dir.clone(), state_dir.join("tuf"), state_dir.join("installed")] {
-            std::fs::create_dir_all(&dir).map_err(|source| IntakeError::State { path: dir, source })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| IntakeError::State { path: dir, source })?;
         }
         Ok(Self { trusted_root, state_dir, unit_model: unit_model.to_owned(), appliance_version })
     }
 
     /// Verifies and installs from a repository directory (a USB stick's mount point).
-    pub async fn from_directory(&self, repo: &Path, now: Timestamp) -> Result<IntakeReport, IntakeError> {
+    pub async fn from_directory(
+        &self,
+        repo: &Path,
+        now: Timestamp,
+    ) -> Result<IntakeReport, IntakeError> {
         let url = |sub: &str| {
             let p = repo.join(sub);
-            let abs = std::fs::canonicalize(&p).map_err(|source| IntakeError::State { path: p.clone(), source })?;
-            Url::from_directory_path(&abs).map_err(|()| IntakeError::Config(format!("{} is not absolute", abs.display())))
+            let abs = std::fs::canonicalize(&p)
+                .map_err(|source| IntakeError::State { path: p.clone(), source })?;
+            Url::from_directory_path(&abs)
+                .map_err(|()| IntakeError::Config(format!("{} is not absolute", abs.display())))
         };
         self.load(FilesystemTransport, url("metadata")?, url("targets")?, now).await
     }
@@ -283,7 +292,12 @@ impl Intake {
 
     /// The recipes installed so far: id → (revision, SHA-256).
     pub fn installed(&self) -> Result<BTreeMap<String, (u32, String)>, IntakeError> {
-        Ok(self.read_state()?.recipes.into_iter().map(|(k, v)| (k, (v.revision, v.sha256))).collect())
+        Ok(self
+            .read_state()?
+            .recipes
+            .into_iter()
+            .map(|(k, v)| (k, (v.revision, v.sha256)))
+            .collect())
     }
 
     /// Path of an installed recipe file.
@@ -322,7 +336,10 @@ impl Intake {
             ("timestamp", repo.timestamp().signed.expires),
         ] {
             if now >= expires {
-                return Err(IntakeError::Expired { role: role.into(), expires: expires.to_string() });
+                return Err(IntakeError::Expired {
+                    role: role.into(),
+                    expires: expires.to_string(),
+                });
             }
         }
         // Independent of tough's datastore, so that losing it cannot reopen a rollback.
@@ -337,7 +354,12 @@ impl Intake {
             }
         }
 
-        let mut report = IntakeReport { versions, installed: Vec::new(), unchanged: Vec::new(), refused: Vec::new() };
+        let mut report = IntakeReport {
+            versions,
+            installed: Vec::new(),
+            unchanged: Vec::new(),
+            refused: Vec::new(),
+        };
         let mut targets: Vec<_> = repo.all_targets().map(|(n, t)| (n.clone(), t.clone())).collect();
         targets.sort_by(|a, b| a.0.raw().cmp(b.0.raw()));
         for (name, target) in targets {
@@ -370,7 +392,10 @@ impl Intake {
             let sha256 = hex(&Sha256::digest(&bytes));
             let path = self.recipe_path(recipe.id.as_str(), recipe.revision);
             write_atomic(&path, &bytes)?;
-            state.recipes.insert(recipe.id.to_string(), InstalledEntry { revision: recipe.revision, sha256: sha256.clone() });
+            state.recipes.insert(
+                recipe.id.to_string(),
+                InstalledEntry { revision: recipe.revision, sha256: sha256.clone() },
+            );
             report.installed.push(Installed { recipe, sha256, path });
         }
         state.versions = versions;
@@ -389,27 +414,48 @@ impl Intake {
         if target.length > MAX_RECIPE_BYTES as u64 {
             return Err(RefusalReason::TooLarge(target.length));
         }
-        let custom: RecipeCustom =
-            serde_json::from_value(serde_json::Value::Object(target.custom.clone().into_iter().collect()))
-                .map_err(|e| RefusalReason::BadCustom(e.to_string()))?;
+        let custom: RecipeCustom = serde_json::from_value(serde_json::Value::Object(
+            target.custom.clone().into_iter().collect(),
+        ))
+        .map_err(|e| RefusalReason::BadCustom(e.to_string()))?;
         if super::target_name(&custom.recipe_id) != name.raw() {
-            return Err(RefusalReason::BadCustom(format!("recipe_id {} does not match the target name", custom.recipe_id)));
+            return Err(RefusalReason::BadCustom(format!(
+                "recipe_id {} does not match the target name",
+                custom.recipe_id
+            )));
         }
-        if !custom.unit_models.iter().any(|m| *m == self.unit_model) {
-            return Err(RefusalReason::OtherUnitModel { models: custom.unit_models.join(", "), ours: self.unit_model.clone() });
+        if !custom.unit_models.contains(&self.unit_model) {
+            return Err(RefusalReason::OtherUnitModel {
+                models: custom.unit_models.join(", "),
+                ours: self.unit_model.clone(),
+            });
         }
-        let needs = Version::parse(&custom.min_appliance_version)
-            .ok_or_else(|| RefusalReason::BadCustom(format!("min_appliance_version {}", custom.min_appliance_version)))?;
+        let needs = Version::parse(&custom.min_appliance_version).ok_or_else(|| {
+            RefusalReason::BadCustom(format!(
+                "min_appliance_version {}",
+                custom.min_appliance_version
+            ))
+        })?;
         if needs > self.appliance_version {
-            return Err(RefusalReason::NewerAppliance { needs: needs.to_string(), ours: self.appliance_version.to_string() });
+            return Err(RefusalReason::NewerAppliance {
+                needs: needs.to_string(),
+                ours: self.appliance_version.to_string(),
+            });
         }
         if let Some(have) = state.recipes.get(&custom.recipe_id) {
             let sha = hex(&target.hashes.sha256.clone().into_vec());
             if custom.revision < have.revision {
-                return Err(RefusalReason::RevisionRollback { installed: have.revision, offered: custom.revision });
+                return Err(RefusalReason::RevisionRollback {
+                    installed: have.revision,
+                    offered: custom.revision,
+                });
             }
             if custom.revision == have.revision {
-                return if sha == have.sha256 { Ok(None) } else { Err(RefusalReason::RevisionReused(have.revision)) };
+                return if sha == have.sha256 {
+                    Ok(None)
+                } else {
+                    Err(RefusalReason::RevisionReused(have.revision))
+                };
             }
         }
         Ok(Some(custom))
@@ -418,19 +464,24 @@ impl Intake {
     fn read_state(&self) -> Result<State, IntakeError> {
         let path = self.state_dir.join("state.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| IntakeError::Config(format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| IntakeError::Config(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(source) => Err(IntakeError::State { path, source }),
         }
     }
 
     fn write_state(&self, state: &State) -> Result<(), IntakeError> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| IntakeError::Config(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(state).map_err(|e| IntakeError::Config(e.to_string()))?;
         write_atomic(&self.state_dir.join("state.json"), &bytes)
     }
 }
 
-async fn read_target(repo: &tough::Repository, name: &tough::TargetName) -> Result<Vec<u8>, RefusalReason> {
+async fn read_target(
+    repo: &tough::Repository,
+    name: &tough::TargetName,
+) -> Result<Vec<u8>, RefusalReason> {
     let stream = repo
         .read_target(name)
         .await
@@ -447,7 +498,8 @@ async fn read_target(repo: &tough::Repository, name: &tough::TargetName) -> Resu
 }
 
 fn check_recipe(name: &str, bytes: &[u8], custom: &RecipeCustom) -> Result<Recipe, RefusalReason> {
-    let text = std::str::from_utf8(bytes).map_err(|_| RefusalReason::Invalid("not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| RefusalReason::Invalid("not UTF-8".into()))?;
     let recipe = authoring::parse(name, text).map_err(|d| RefusalReason::Invalid(d.to_string()))?;
     let mismatch = |what: &str| Err(RefusalReason::Mismatch(what.to_owned()));
     if recipe.id.as_str() != custom.recipe_id {
@@ -489,28 +541,46 @@ fn role_name(role: RoleType) -> String {
 fn map_tough(e: tough::error::Error) -> IntakeError {
     use tough::error::Error as E;
     match e {
-        E::ExpiredMetadata { role, .. } => IntakeError::Expired { role: role_name(role), expires: "before now".into() },
-        E::OlderMetadata { role, current_version, new_version, .. } => {
-            IntakeError::Rollback { role: role_name(role), have: current_version, offered: new_version }
+        E::ExpiredMetadata { role, .. } => {
+            IntakeError::Expired { role: role_name(role), expires: "before now".into() }
         }
-        E::OlderSnapshotInTimestamp { snapshot_new, snapshot_old, .. } => {
-            IntakeError::Rollback { role: "snapshot".into(), have: snapshot_old, offered: snapshot_new }
-        }
+        E::OlderMetadata { role, current_version, new_version, .. } => IntakeError::Rollback {
+            role: role_name(role),
+            have: current_version,
+            offered: new_version,
+        },
+        E::OlderSnapshotInTimestamp { snapshot_new, snapshot_old, .. } => IntakeError::Rollback {
+            role: "snapshot".into(),
+            have: snapshot_old,
+            offered: snapshot_new,
+        },
         E::SnapshotRoleRollback { role, old_role_version, new_role_version, .. } => {
             IntakeError::Rollback { role, have: old_role_version, offered: new_role_version }
         }
         E::VerifyMetadata { role, source, .. } => signature(role_name(role), source),
         E::VerifyRoleMetadata { role, source, .. } => signature(role, source),
-        E::VerifyTrustedMetadata { source, .. } => IntakeError::Config(format!("the shipped root.json does not verify: {source}")),
-        E::ParseTrustedMetadata { source, .. } => IntakeError::Config(format!("the shipped root.json does not parse: {source}")),
+        E::VerifyTrustedMetadata { source, .. } => {
+            IntakeError::Config(format!("the shipped root.json does not verify: {source}"))
+        }
+        E::ParseTrustedMetadata { source, .. } => {
+            IntakeError::Config(format!("the shipped root.json does not parse: {source}"))
+        }
         E::SystemTimeSteppedBackward { sys_time, latest_known_time, .. } => {
-            IntakeError::ClockSteppedBack { now: sys_time.to_string(), previously: latest_known_time.to_string() }
+            IntakeError::ClockSteppedBack {
+                now: sys_time.to_string(),
+                previously: latest_known_time.to_string(),
+            }
         }
         E::Transport { url, source, .. } => {
+            let text = source.to_string();
             if source.kind() == tough::TransportErrorKind::FileNotFound {
                 IntakeError::Fetch(format!("{url} is missing"))
+            } else if text.contains("Hash mismatch") || text.contains("Maximum size") {
+                // tough checks length and hash inside the fetch stream, so a file that does not
+                // match its signed description surfaces as a transport error; it is tampering.
+                IntakeError::Tampered { what: url.to_string(), detail: text }
             } else {
-                IntakeError::Fetch(source.to_string())
+                IntakeError::Fetch(text)
             }
         }
         e @ (E::ParseMetadata { .. }
@@ -520,15 +590,23 @@ fn map_tough(e: tough::error::Error) -> IntakeError {
         | E::MetaMissing { .. }
         | E::MissingSnapshotMeta { .. }
         | E::SnapshotTargetsMetaMissing { .. }
-        | E::TimestampMetaLength { .. }) => IntakeError::Tampered { what: "metadata".into(), detail: e.to_string() },
+        | E::TimestampMetaLength { .. }) => {
+            IntakeError::Tampered { what: "metadata".into(), detail: e.to_string() }
+        }
         other => IntakeError::Other(other.to_string()),
     }
 }
 
 fn signature(role: String, source: tough::schema::Error) -> IntakeError {
     match source {
-        tough::schema::Error::SignatureThreshold { valid: 0, .. } => IntakeError::UnknownKeys { role },
-        tough::schema::Error::SignatureThreshold { threshold, valid, .. } => IntakeError::Threshold { role, threshold, valid },
-        other => IntakeError::Tampered { what: format!("{role} metadata"), detail: other.to_string() },
+        tough::schema::Error::SignatureThreshold { valid: 0, .. } => {
+            IntakeError::UnknownKeys { role }
+        }
+        tough::schema::Error::SignatureThreshold { threshold, valid, .. } => {
+            IntakeError::Threshold { role, threshold, valid }
+        }
+        other => {
+            IntakeError::Tampered { what: format!("{role} metadata"), detail: other.to_string() }
+        }
     }
 }

@@ -25,6 +25,9 @@ use super::{RecipeCustom, target_name};
 use crate::authoring::{self, Diagnostics, MAX_RECIPE_BYTES};
 use crate::pharmcat::hex;
 
+/// Published recipes by target name: their custom metadata and SHA-256.
+type Published = HashMap<String, (RecipeCustom, Vec<u8>)>;
+
 /// TUF specification version written into new metadata.
 const SPEC_VERSION: &str = "1.0.0";
 
@@ -89,7 +92,8 @@ pub fn generate_key(path: &Path) -> Result<(), PublishError> {
     let rng = SystemRandom::new();
     let doc = Ed25519KeyPair::generate_pkcs8(&rng)
         .map_err(|e| PublishError::Key { path: path.to_owned(), message: e.to_string() })?;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path))?;
     std::io::Write::write_all(&mut file, doc.as_ref()).map_err(io(path))?;
     file.sync_all().map_err(io(path))
 }
@@ -103,7 +107,10 @@ fn public_key(path: &Path) -> Result<tough::schema::key::Key, PublishError> {
 }
 
 fn key_sources(paths: &[PathBuf]) -> Vec<Box<dyn KeySource>> {
-    paths.iter().map(|p| Box::new(LocalKeySource { path: p.clone() }) as Box<dyn KeySource>).collect()
+    paths
+        .iter()
+        .map(|p| Box::new(LocalKeySource { path: p.clone() }) as Box<dyn KeySource>)
+        .collect()
 }
 
 /// Who may sign one role.
@@ -136,20 +143,33 @@ pub async fn create_root(
     for spec in roles {
         set_role(&mut root, spec)?;
     }
-    let signed = SignedRole::new(root.clone(), &KeyHolder::Root(root), &key_sources(sign_with), &SystemRandom::new())
-        .await
-        .map_err(tuf("signing root.json"))?;
+    let signed = SignedRole::new(
+        root.clone(),
+        &KeyHolder::Root(root),
+        &key_sources(sign_with),
+        &SystemRandom::new(),
+    )
+    .await
+    .map_err(tuf("signing root.json"))?;
     Ok(signed.buffer().clone())
 }
 
 fn set_role(root: &mut Root, spec: &RoleSpec) -> Result<(), PublishError> {
     let threshold = NonZeroU64::new(spec.threshold)
         .filter(|t| t.get() <= spec.keys.len() as u64)
-        .ok_or_else(|| PublishError::Invalid(format!("{}: threshold must be 1–{} (the number of keys)", spec.role, spec.keys.len())))?;
+        .ok_or_else(|| {
+        PublishError::Invalid(format!(
+            "{}: threshold must be 1–{} (the number of keys)",
+            spec.role,
+            spec.keys.len()
+        ))
+    })?;
     let mut keyids = Vec::new();
     for path in &spec.keys {
         let key = public_key(path)?;
-        let id = key.key_id().map_err(|e| PublishError::Key { path: path.clone(), message: e.to_string() })?;
+        let id = key
+            .key_id()
+            .map_err(|e| PublishError::Key { path: path.clone(), message: e.to_string() })?;
         root.keys.insert(id.clone(), key);
         keyids.push(id);
     }
@@ -222,7 +242,8 @@ pub fn root_files(metadata: &Path) -> Result<Vec<(u64, PathBuf)>, PublishError> 
 
 fn dir_url(path: &Path) -> Result<Url, PublishError> {
     let abs = std::fs::canonicalize(path).map_err(io(path))?;
-    Url::from_directory_path(&abs).map_err(|()| PublishError::Invalid(format!("{} is not an absolute path", abs.display())))
+    Url::from_directory_path(&abs)
+        .map_err(|()| PublishError::Invalid(format!("{} is not an absolute path", abs.display())))
 }
 
 /// Creates or updates the repository at `repo` with these recipe files (name, bytes).
@@ -257,8 +278,10 @@ pub async fn publish(
         std::fs::write(&path, &bytes).map_err(io(&path))?;
         roots = root_files(&metadata)?;
     }
-    let (root_version, latest_root) = roots.last().cloned().ok_or_else(|| PublishError::Invalid("no root".into()))?;
-    let (_, first_root) = roots.first().cloned().ok_or_else(|| PublishError::Invalid("no root".into()))?;
+    let (root_version, latest_root) =
+        roots.last().cloned().ok_or_else(|| PublishError::Invalid("no root".into()))?;
+    let (_, first_root) =
+        roots.first().cloned().ok_or_else(|| PublishError::Invalid("no root".into()))?;
 
     let existing = if metadata.join("timestamp.json").exists() {
         let trusted = std::fs::read(&first_root).map_err(io(&first_root))?;
@@ -273,7 +296,7 @@ pub async fn publish(
     } else {
         None
     };
-    let (next, published_custom): ((u64, u64, u64), HashMap<String, (RecipeCustom, Vec<u8>)>) = match &existing {
+    let (next, published_custom): ((u64, u64, u64), Published) = match &existing {
         Some(r) => {
             let mut custom = HashMap::new();
             for (name, t) in r.all_targets() {
@@ -304,16 +327,23 @@ pub async fn publish(
     let mut unchanged = Vec::new();
     for (i, (file, bytes)) in recipes.iter().enumerate() {
         if bytes.len() > MAX_RECIPE_BYTES {
-            return Err(PublishError::Invalid(format!("{file}: larger than {MAX_RECIPE_BYTES} bytes")));
+            return Err(PublishError::Invalid(format!(
+                "{file}: larger than {MAX_RECIPE_BYTES} bytes"
+            )));
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| PublishError::Invalid(format!("{file}: not UTF-8")))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| PublishError::Invalid(format!("{file}: not UTF-8")))?;
         let recipe = authoring::parse(file, text).map_err(PublishError::Recipe)?;
         let name = target_name(recipe.id.as_str());
         let sha = Sha256::digest(bytes).to_vec();
         if let Some((old, old_sha)) = published_custom.get(&name) {
             if *old_sha == sha {
                 unchanged.push(recipe.id.to_string());
-                progress(Progress::Recipe { done: i + 1, total: recipes.len(), id: recipe.id.to_string() });
+                progress(Progress::Recipe {
+                    done: i + 1,
+                    total: recipes.len(),
+                    id: recipe.id.to_string(),
+                });
                 continue;
             }
             if recipe.revision <= old.revision {
@@ -368,8 +398,8 @@ pub async fn publish(
 fn signed_targets_count(metadata: &Path, version: u64) -> Result<usize, PublishError> {
     let path = metadata.join(format!("{version}.targets.json"));
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let t: Signed<tough::schema::Targets> =
-        serde_json::from_slice(&bytes).map_err(|e| PublishError::Invalid(format!("{}: {e}", path.display())))?;
+    let t: Signed<tough::schema::Targets> = serde_json::from_slice(&bytes)
+        .map_err(|e| PublishError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(t.signed.targets.len())
 }
 
@@ -390,12 +420,12 @@ pub async fn rotate_root(
     new_root_keys: &[PathBuf],
 ) -> Result<u64, PublishError> {
     let metadata = repo.join("metadata");
-    let (version, path) = root_files(&metadata)?
-        .pop()
-        .ok_or_else(|| PublishError::Invalid(format!("{} holds no N.root.json", metadata.display())))?;
+    let (version, path) = root_files(&metadata)?.pop().ok_or_else(|| {
+        PublishError::Invalid(format!("{} holds no N.root.json", metadata.display()))
+    })?;
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let old: Signed<Root> =
-        serde_json::from_slice(&bytes).map_err(|e| PublishError::Invalid(format!("{}: {e}", path.display())))?;
+    let old: Signed<Root> = serde_json::from_slice(&bytes)
+        .map_err(|e| PublishError::Invalid(format!("{}: {e}", path.display())))?;
     let mut new = old.signed.clone();
     new.version = NonZeroU64::new(version + 1).unwrap_or(NonZeroU64::MIN);
     new.expires = expires;
@@ -403,19 +433,32 @@ pub async fn rotate_root(
         set_role(&mut new, spec)?;
     }
     // Drop keys no role lists any more: that is what revokes them.
-    let used: Vec<Decoded<Hex>> = new.roles.values().flat_map(|r| r.keyids.iter().cloned()).collect();
+    let used: Vec<Decoded<Hex>> =
+        new.roles.values().flat_map(|r| r.keyids.iter().cloned()).collect();
     new.keys.retain(|id, _| used.contains(id));
 
     let rng = SystemRandom::new();
-    let by_new = SignedRole::new(new.clone(), &KeyHolder::Root(new.clone()), &key_sources(new_root_keys), &rng)
-        .await
-        .map_err(tuf("signing the new root with the new root keys"))?;
+    let by_new = SignedRole::new(
+        new.clone(),
+        &KeyHolder::Root(new.clone()),
+        &key_sources(new_root_keys),
+        &rng,
+    )
+    .await
+    .map_err(tuf("signing the new root with the new root keys"))?;
     let by_old = SignedRole::new(new.clone(), &KeyHolder::Root(old.signed.clone()), &key_sources(old_root_keys), &rng)
         .await
-        .map_err(tuf("signing the new root with the old root keys"))?;
-    if by_old.signed().signatures.len() < threshold(&old.signed) || by_new.signed().signatures.len() < threshold(&new) {
+        .map_err(|e| {
+            PublishError::Invalid(format!(
+                "the new root needs a threshold of signatures from both the old and the new root keys; the old root keys given: {e}"
+            ))
+        })?;
+    if by_old.signed().signatures.len() < threshold(&old.signed)
+        || by_new.signed().signatures.len() < threshold(&new)
+    {
         return Err(PublishError::Invalid(
-            "the new root needs a threshold of signatures from both the old and the new root keys".into(),
+            "the new root needs a threshold of signatures from both the old and the new root keys"
+                .into(),
         ));
     }
     let signed = by_new

@@ -55,9 +55,13 @@ impl HttpsTransport {
     }
 
     async fn get(&self, url: &Url) -> Result<Vec<u8>, TransportError> {
-        let other = |e: String| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e);
+        let other =
+            |e: String| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e);
         if url.scheme() != "https" {
-            return Err(TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.as_str()));
+            return Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url.as_str(),
+            ));
         }
         let host = url.host_str().ok_or_else(|| other("no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(443);
@@ -78,7 +82,7 @@ impl HttpsTransport {
         tls.write_all(request.as_bytes()).await.map_err(|e| other(e.to_string()))?;
         let limit = self.max_bytes + MAX_HEAD_BYTES;
         let mut raw = Vec::new();
-        let mut buf = [0_u8; 16 * 1024];
+        let mut buf = vec![0_u8; 16 * 1024];
         loop {
             let n = match tls.read(&mut buf).await {
                 Ok(n) => n,
@@ -106,9 +110,11 @@ impl HttpsTransport {
 #[tough::async_trait]
 impl Transport for HttpsTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        let body = tokio::time::timeout(FETCH_TIMEOUT, self.get(&url)).await.map_err(|_| {
-            TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), "timed out")
-        })??;
+        let body = Box::pin(tokio::time::timeout(FETCH_TIMEOUT, self.get(&url))).await.map_err(
+            |_| {
+                TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), "timed out")
+            },
+        )??;
         let chunk: Result<Bytes, TransportError> = Ok(Bytes::from(body));
         Ok(Box::pin(futures_util::stream::iter([chunk])))
     }
@@ -123,10 +129,7 @@ struct Response {
 
 /// Parses a whole HTTP/1.1 response.
 fn parse_response(raw: &[u8], max_body: usize) -> Result<Response, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of response head")?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of response head")?;
     if end > MAX_HEAD_BYTES {
         return Err("response head too large".into());
     }
@@ -212,7 +215,10 @@ mod tests {
     fn oversized_or_truncated_responses_are_refused() {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", 10).is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", 10).is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n", 10).is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n", 10)
+                .is_err()
+        );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n", 10).is_err());
         assert!(parse_response(b"SSH-2.0\r\n\r\n", 10).is_err());
     }
