@@ -24,7 +24,7 @@
 
 pub mod balance;
 pub mod codec;
-// pub mod config;
+pub mod config;
 pub mod emulator;
 pub mod error;
 // pub mod fuzzing;
