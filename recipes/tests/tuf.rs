@@ -485,3 +485,44 @@ async fn https_with_the_manufacturer_ca_pinned() {
         .unwrap_err();
     assert!(matches!(&err, IntakeError::Fetch(m) if m.contains("above the limit 64")), "{err}");
 }
+
+/// `tests/fixtures/tuftool` was made by tuftool (commands in its README): a unit verifies it,
+/// refuses its recipes for want of our `custom` metadata, and installs them once our publisher
+/// has re-published them into the same repository with the same keys.
+#[tokio::test]
+async fn a_repository_made_by_tuftool_loads() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tuftool");
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(&fixture.join("repo"), repo.path());
+    let root = std::fs::read(fixture.join("root.json")).unwrap();
+
+    let state = tempfile::tempdir().unwrap();
+    let report =
+        unit(&root, state.path()).from_directory(repo.path(), Timestamp::now()).await.unwrap();
+    assert_eq!(report.versions.timestamp, 1);
+    assert!(report.installed.is_empty());
+    let reasons: Vec<String> =
+        report.refused.iter().map(|r| format!("{}: {}", r.target, r.reason)).collect();
+    assert_eq!(
+        reasons,
+        [
+            "azathioprine-oral-suspension.toml: custom metadata: missing field `recipe_id`",
+            "folate-mthfr.toml: custom metadata: missing field `recipe_id`",
+        ]
+    );
+
+    let keys: Vec<PathBuf> = ["targets.pk8", "snapshot.pk8", "timestamp.pem"]
+        .iter()
+        .map(|k| fixture.join("keys").join(k))
+        .collect();
+    publish::publish(repo.path(), None, &keys, &example_files(), expiries(), &mut |_| {})
+        .await
+        .unwrap();
+    let report =
+        unit(&root, state.path()).from_directory(repo.path(), Timestamp::now()).await.unwrap();
+    assert_eq!(
+        ids(&report),
+        ["azathioprine-oral-suspension r1", "clopidogrel-oral-suspension r1", "folate-mthfr r1"]
+    );
+    assert_eq!(report.versions.timestamp, 2);
+}
