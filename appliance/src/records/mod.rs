@@ -22,6 +22,7 @@
 //! checkpoint. **Concurrency:** one owner; not `Sync`. Callers on async tasks send it work
 //! through a channel or `spawn_blocking`.
 
+mod pdf;
 pub mod schema;
 pub mod users;
 
@@ -133,6 +134,8 @@ pub enum RecordError {
     Auth(#[from] AuthError),
     #[error("there is already a user named {0:?}")]
     UserExists(String),
+    #[error("user {0}'s account differs from what its audit trail records; it was altered")]
+    UserTampered(u64),
     #[error("no user with id {0}")]
     NoSuchUser(u64),
     #[error("batch {0} has no entries")]
@@ -216,7 +219,8 @@ impl RecordStore {
             Err(
                 e @ (RecordError::Chain(_)
                 | RecordError::Checkpoint { .. }
-                | RecordError::Corrupt(_)),
+                | RecordError::Corrupt(_)
+                | RecordError::UserTampered(_)),
             ) => Some(e.to_string()),
             Err(e) => return Err(e),
         };
@@ -353,7 +357,7 @@ impl RecordStore {
         let entry = Entry { seq, body, prev_hash: self.head, entry_hash };
         self.count = seq;
         self.head = entry_hash;
-        if seq % CHECKPOINT_EVERY == 0 {
+        if seq.is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoint("periodic", at)?;
         }
         Ok(entry)
@@ -405,7 +409,8 @@ impl RecordStore {
             return Err(RecordError::Corrupt(report));
         }
         self.verify_chain()?;
-        self.verify_checkpoints()
+        self.verify_checkpoints()?;
+        self.verify_users()
     }
 
     /// Recomputes every entry hash and MAC from the first entry.
@@ -621,6 +626,7 @@ impl RecordStore {
                 user_id: by,
                 new_value: Some(format!("{username} ({full_name}), {}", role.as_str())),
                 reason: Some(reason.to_owned()),
+                payload: self.user_state(id)?,
                 ..NewEntry::new(EntryKind::Audit, format!("user:{id}.created"))
             },
         )?;
@@ -651,6 +657,7 @@ impl RecordStore {
                 old_value: Some("active".into()),
                 new_value: Some("deactivated".into()),
                 reason: Some(reason.to_owned()),
+                payload: self.user_state(id)?,
                 ..NewEntry::new(EntryKind::Audit, format!("user:{id}.active"))
             },
         )
@@ -703,6 +710,54 @@ impl RecordStore {
         )?;
         self.checkpoint("signature", at)?;
         Ok(record)
+    }
+
+    /// The identity-bearing columns of a user row, as chained into every audit entry that
+    /// changes it; the PIN hash enters as its SHA-256 so the record never carries it.
+    fn user_state(&self, id: u64) -> Result<serde_json::Value, RecordError> {
+        Ok(self.conn.query_row(
+            "SELECT id, username, full_name, role, pin_hash, active FROM users WHERE id = ?1",
+            [id],
+            |r| {
+                use sha2::Digest as _;
+                let pin_hash: String = r.get(4)?;
+                Ok(serde_json::json!({ "user": {
+                    "id": r.get::<_, u64>(0)?,
+                    "username": r.get::<_, String>(1)?,
+                    "full_name": r.get::<_, String>(2)?,
+                    "role": r.get::<_, String>(3)?,
+                    "pin_hash_sha256": galen_record::hex::encode(&Sha256::digest(pin_hash.as_bytes())),
+                    "active": r.get::<_, bool>(5)?,
+                }}))
+            },
+        )?)
+    }
+
+    /// `users` is not chained (lockout counters must change), so every row must equal the
+    /// state recorded by the last audit entry that changed it.
+    fn verify_users(&self) -> Result<(), RecordError> {
+        let ids: Vec<u64> = self
+            .conn
+            .prepare("SELECT id FROM users ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            let recorded: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT payload FROM entries WHERE kind = 'audit' AND object LIKE ?1 \
+                     ORDER BY seq DESC LIMIT 1",
+                    [format!("user:{id}.%")],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let recorded: Option<serde_json::Value> =
+                recorded.and_then(|p| serde_json::from_str(&p).ok());
+            if recorded.as_ref() != Some(&self.user_state(id)?) {
+                return Err(RecordError::UserTampered(id));
+            }
+        }
+        Ok(())
     }
 
     fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>, RecordError> {
@@ -800,13 +855,23 @@ impl RecordStore {
         )?;
         let checkpoint = self.checkpoint("export", at)?;
         let chain = self.chain_rows()?;
+        let record = Export::record(self.device_id.clone(), at.utc, scope.to_owned(), entries);
+        let pdf = pdf::render(&record, &self.printed_names()?, &checkpoint.statement);
         Ok(Export {
-            record: Export::record(self.device_id.clone(), at.utc, scope.to_owned(), entries),
+            record,
             chain,
             checkpoint,
             public_key_pem: self.public_key_pem(),
-            pdf: None,
+            pdf: Some(pdf),
         })
+    }
+
+    /// Every user's printed name, for rendering who did what.
+    fn printed_names(&self) -> Result<std::collections::BTreeMap<u64, String>, RecordError> {
+        let mut stmt = self.conn.prepare("SELECT id, full_name FROM users")?;
+        let names =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(names)
     }
 
     fn chain_rows(&self) -> Result<Vec<ChainRow>, RecordError> {

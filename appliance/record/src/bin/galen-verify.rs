@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             println!("  scope              {}", r.scope);
             println!("  entries exported   {}", r.exported_entries);
             println!("  chain sealed up to entry {} ({})", r.chain_entries, r.checkpoint_reason);
-            println!("  checkpoint time    {} UTC by the appliance", r.checkpoint_utc);
+            println!("  checkpoint time    {} (appliance clock)", r.checkpoint_utc);
             println!(
                 "  TPM clock          {} ms (reset {}, restart {}, {})",
                 r.tpm_clock.clock_ms,
