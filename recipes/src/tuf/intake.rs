@@ -58,12 +58,12 @@ pub enum IntakeError {
         detail: String,
     },
     /// A role's metadata has expired.
-    #[error("{role} metadata expired at {expires}")]
+    #[error("{role} metadata has expired ({detail})")]
     Expired {
         /// Role.
         role: String,
-        /// When.
-        expires: String,
+        /// When, and by which clock.
+        detail: String,
     },
     /// A role's metadata is older than what the unit already trusts.
     #[error("rollback of {role} metadata: have version {have}, offered {offered}")]
@@ -338,7 +338,7 @@ impl Intake {
             if now >= expires {
                 return Err(IntakeError::Expired {
                     role: role.into(),
-                    expires: expires.to_string(),
+                    detail: format!("expired {expires}, now {now}"),
                 });
             }
         }
@@ -542,7 +542,7 @@ fn map_tough(e: tough::error::Error) -> IntakeError {
     use tough::error::Error as E;
     match e {
         E::ExpiredMetadata { role, .. } => {
-            IntakeError::Expired { role: role_name(role), expires: "before now".into() }
+            IntakeError::Expired { role: role_name(role), detail: "by the system clock".into() }
         }
         E::OlderMetadata { role, current_version, new_version, .. } => IntakeError::Rollback {
             role: role_name(role),
