@@ -133,7 +133,8 @@ impl Scale {
     }
 
     fn round(&self, grams: f64) -> f64 {
-        (grams / self.readability_g).round() * self.readability_g
+        // `+ 0.0` turns a rounded -0.0 into 0.0, which the display shows unsigned.
+        (grams / self.readability_g).round() * self.readability_g + 0.0
     }
 
     /// The load above the zero point: what range checks apply to.

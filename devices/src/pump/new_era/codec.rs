@@ -341,6 +341,11 @@ impl Decode for CommandDecoder {
         let _ = buf.split_to(skip);
         match buf.first() {
             None => Ok(None),
+            // A bare CR is the status query (the empty command), not an empty line to skip.
+            Some(&CR) => {
+                let _ = buf.split_to(1);
+                Ok(Some(Received { mode: Mode::Basic, address: None, text: String::new() }))
+            }
             Some(&STX) => match take_safe(buf)? {
                 Some(content) => parse_command(Mode::Safe, &content).map(Some),
                 None => Ok(None),
@@ -471,6 +476,11 @@ mod tests {
             encode_command(Mode::Basic, *address, text, &mut out);
             assert_eq!(&out[..], *bytes);
         }
+        // The empty command asks for status.
+        assert_eq!(
+            decode_all(CommandDecoder, b"\r"),
+            vec![Ok(Received { mode: Mode::Basic, address: None, text: String::new() })]
+        );
         // The pump strips spaces and upper-cases.
         assert_eq!(
             decode_all(CommandDecoder, b"01 rat 1.5 mm\r\n"),
