@@ -33,16 +33,21 @@ use crate::quantity::{Fixed, Mass, Milligrams, Volume};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Parameters {
     /// Adjusted daily dose, after bounds.
+    #[serde(rename = "daily_dose_mg")]
     pub daily_dose: Milligrams,
     /// Drug in the whole batch.
+    #[serde(rename = "total_dose_mg")]
     pub total_dose: Milligrams,
     /// Which active material to scan and dispense.
     pub active: Ident,
     /// Mass of active material to dispense.
+    #[serde(rename = "active_mass_g")]
     pub active_mass: Mass,
     /// Final product volume.
+    #[serde(rename = "volume_ml")]
     pub volume: Volume,
     /// Mass of vehicle, if the product has one.
+    #[serde(rename = "vehicle_mass_g")]
     pub vehicle_mass: Option<Mass>,
     /// QA must approve before the batch starts.
     pub needs_qa: bool,
@@ -159,13 +164,13 @@ pub struct Explanation {
     /// Recipe revision.
     pub recipe_revision: u32,
     /// Rule id and revision, if the recipe has one.
-    pub rule: Option<(String, u32)>,
+    pub rule: Option<RuleRef>,
     /// Patient identifier.
     pub patient: String,
     /// Inputs read, with their sources.
     pub inputs: Vec<InputLine>,
     /// The table row that matched: 1-based number and label.
-    pub row: Option<(usize, String)>,
+    pub row: Option<RowRef>,
     /// Arithmetic, in order.
     pub steps: Vec<Step>,
     /// Bounds checked.
@@ -176,6 +181,24 @@ pub struct Explanation {
     pub needs_qa: bool,
     /// Entries a second person must verify.
     pub second_person: Vec<Entry>,
+}
+
+/// The rule that was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// Rule id.
+    pub id: String,
+    /// Rule revision.
+    pub revision: u32,
+}
+
+/// The table row that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowRef {
+    /// 1-based row number in the recipe.
+    pub number: usize,
+    /// The row's label.
+    pub label: String,
 }
 
 /// One input as read.
@@ -235,7 +258,7 @@ impl Explanation {
         let mut s = String::new();
         let _ = write!(s, "Recipe {} revision {}", self.recipe, self.recipe_revision);
         match &self.rule {
-            Some((rule, rev)) => {
+            Some(RuleRef { id: rule, revision: rev }) => {
                 let _ = writeln!(s, ", rule {rule} revision {rev}");
             }
             None => s.push_str(", no personalisation rule\n"),
@@ -247,7 +270,7 @@ impl Explanation {
                 let _ = writeln!(s, "  {}: {} ({})", i.name, i.value, i.source);
             }
         }
-        if let Some((n, label)) = &self.row {
+        if let Some(RowRef { number: n, label }) = &self.row {
             let _ = writeln!(s, "Table row {n} applies: {label}");
         }
         if !self.steps.is_empty() {
@@ -293,7 +316,10 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
     let mut ex = Explanation {
         recipe: recipe.id.to_string(),
         recipe_revision: recipe.revision,
-        rule: recipe.personalisation.as_ref().map(|p| (p.rule.to_string(), p.rule_revision)),
+        rule: recipe
+            .personalisation
+            .as_ref()
+            .map(|p| RuleRef { id: p.rule.to_string(), revision: p.rule_revision }),
         patient: patient.id.to_string(),
         inputs: Vec::new(),
         row: None,
@@ -424,7 +450,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
     let Some((index, row)) = rule.rows.iter().enumerate().find(|(_, r)| matches(r)) else {
         return Err(refuse(ex, RefusalKind::NoMatchingRow, true));
     };
-    ex.row = Some((index + 1, row.label.clone()));
+    ex.row = Some(RowRef { number: index + 1, label: row.label.clone() });
 
     // 4. The row's outcome.
     let (factor, active, row_qa) = match &row.outcome {

@@ -141,6 +141,11 @@ async fn a_usb_directory_installs_once_and_then_is_unchanged() {
     assert!(again.installed.is_empty());
     assert_eq!(again.unchanged.len(), 3);
     assert_eq!(intake.installed().unwrap().len(), 3);
+    let recipe = intake.load_installed("folate-mthfr").unwrap();
+    assert_eq!(recipe.revision, 1);
+    std::fs::write(intake.recipe_path("folate-mthfr", 1), b"# changed on disk\n").unwrap();
+    let err = intake.load_installed("folate-mthfr").unwrap_err();
+    assert!(matches!(err, IntakeError::Tampered { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -300,6 +300,29 @@ impl Intake {
             .collect())
     }
 
+    /// Reads and validates the installed revision of a recipe (what the supervisor runs).
+    pub fn load_installed(&self, id: &str) -> Result<Recipe, IntakeError> {
+        let state = self.read_state()?;
+        let entry = state
+            .recipes
+            .get(id)
+            .ok_or_else(|| IntakeError::Config(format!("recipe {id} is not installed")))?;
+        let path = self.recipe_path(id, entry.revision);
+        let bytes = std::fs::read(&path)
+            .map_err(|source| IntakeError::State { path: path.clone(), source })?;
+        // The file was verified on intake; its hash is checked again in case the disk changed.
+        if bytes.len() > MAX_RECIPE_BYTES || hex(&Sha256::digest(&bytes)) != entry.sha256 {
+            return Err(IntakeError::Tampered {
+                what: path.display().to_string(),
+                detail: "differs from what was installed".into(),
+            });
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| IntakeError::Config(format!("{} is not UTF-8", path.display())))?;
+        authoring::parse(&path.display().to_string(), text)
+            .map_err(|d| IntakeError::Config(d.to_string()))
+    }
+
     /// Path of an installed recipe file.
     pub fn recipe_path(&self, id: &str, revision: u32) -> PathBuf {
         self.state_dir.join("installed").join(id).join(format!("{revision}.toml"))
