@@ -25,7 +25,7 @@ use crate::model::{
     Bounds, DispenseTarget, DoseBasis, Entry, Ident, Match, MatchBy, OutOfBounds, Outcome,
     PhaseKind, Recipe, Row, canonical_diplotype,
 };
-use crate::patient::Patient;
+use crate::patient::{Patient, Source};
 use crate::pgx::Gene;
 use crate::quantity::{Fixed, Mass, Milligrams, Volume};
 
@@ -208,8 +208,10 @@ pub struct InputLine {
     pub name: String,
     /// Value as shown.
     pub value: String,
-    /// Provenance.
+    /// Provenance in words (the screen shows the first 12 hex digits of a file hash).
     pub source: String,
+    /// Provenance in full, for the record.
+    pub provenance: Source,
 }
 
 /// One arithmetic step.
@@ -353,6 +355,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
             name: "body weight".into(),
             value: w.value.to_string(),
             source: w.source.to_string(),
+            provenance: w.source.clone(),
         });
         if let Some(b) = &rule.weight {
             let within = b.contains(w.value);
@@ -386,6 +389,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
             name: "age".into(),
             value: format!("{} years", a.value),
             source: a.source.to_string(),
+            provenance: a.source.clone(),
         });
         ex.bounds.push(BoundLine {
             what: "age".into(),
@@ -425,6 +429,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
             name: gene.to_string(),
             value: shown,
             source: result.source.to_string(),
+            provenance: result.source.clone(),
         });
         match input.by {
             MatchBy::Phenotype => match &r.phenotype {
