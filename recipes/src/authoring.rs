@@ -24,7 +24,7 @@ use toml::Spanned;
 use crate::model::{
     Bounds, DispenseTarget, DoseBasis, DoseRule, Entry, Equipment, Form, GeneInput, Ident, Match,
     MatchBy, Material, Operation, OutOfBounds, Outcome, Personalisation, Phase, PhaseKind,
-    Procedure, Product, PumpKind, Recipe, ResumePolicy, Row, UnitProcedure, Version,
+    Procedure, Product, PumpKind, Recipe, ResumePolicy, Row, ScanTarget, UnitProcedure, Version,
     canonical_diplotype,
 };
 use crate::pgx::{Gene, Phenotype};
@@ -1109,18 +1109,19 @@ impl Cx<'_> {
                 PhaseKind::Cool { target: t?, within: w? }
             }
             "scan" => match (&p.material, &p.dose) {
-                (Some(m), None) => PhaseKind::Scan { material: self.material_ref(m, known)? },
+                (Some(m), None) => {
+                    PhaseKind::Scan { material: ScanTarget::Material(self.material_ref(m, known)?) }
+                }
                 (None, Some(d)) if d.get_ref() == "active" => {
-                    let Some(pers) = known.personalisation else {
+                    if known.personalisation.is_none() {
                         self.err(
                             d.span(),
                             "personalisation-required",
                             "`dose = \"active\"` needs a [personalisation] table".to_owned(),
                         );
                         return None;
-                    };
-                    // The material a row chooses is scanned; the default active stands for it here.
-                    PhaseKind::Scan { material: pers.product.active.clone() }
+                    }
+                    PhaseKind::Scan { material: ScanTarget::Active }
                 }
                 _ => {
                     self.err(

@@ -356,8 +356,8 @@ pub enum PhaseKind {
     },
     /// Scan a material lot (identity, lot, expiry are checked at scan time).
     Scan {
-        /// Material.
-        material: Ident,
+        /// Which material.
+        material: ScanTarget,
     },
     /// Cleaning or changeover.
     Clean {
@@ -366,6 +366,16 @@ pub enum PhaseKind {
         /// Flush volume through a pump, if any.
         flush: Option<(PumpKind, Volume)>,
     },
+}
+
+/// What a scan phase scans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScanTarget {
+    /// A named material.
+    Material(Ident),
+    /// The active material personalisation chose (`personalise::Parameters::active`).
+    Active,
 }
 
 /// The signed rule that turns patient data into process parameters.
