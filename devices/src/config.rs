@@ -281,7 +281,11 @@ impl UnitConfig {
             let span = device.span();
             let device = v.device(i, device.into_inner())?;
             if v.devices.iter().any(|d: &DeviceConfig| d.name == device.name) {
-                return Err(v.invalid(span, &format!("device[{i}].name"), "a device of this name is already configured"));
+                return Err(v.invalid(
+                    span,
+                    &format!("device[{i}].name"),
+                    "a device of this name is already configured",
+                ));
             }
             v.devices.push(device);
         }
@@ -319,30 +323,55 @@ impl Validator<'_> {
         }
     }
 
-    fn required<T: Copy>(&self, value: Option<&Spanned<T>>, at: std::ops::Range<usize>, field: &str, protocol: Protocol) -> Result<T, ConfigError> {
-        value.map(|v| *v.get_ref()).ok_or_else(|| {
-            self.invalid(at, field, &format!("required for protocol {protocol}"))
-        })
+    fn required<T: Copy>(
+        &self,
+        value: Option<&Spanned<T>>,
+        at: std::ops::Range<usize>,
+        field: &str,
+        protocol: Protocol,
+    ) -> Result<T, ConfigError> {
+        value
+            .map(|v| *v.get_ref())
+            .ok_or_else(|| self.invalid(at, field, &format!("required for protocol {protocol}")))
     }
 
-    fn not_for<T>(&self, value: Option<&Spanned<T>>, field: &str, protocol: Protocol) -> Result<(), ConfigError> {
+    fn not_for<T>(
+        &self,
+        value: Option<&Spanned<T>>,
+        field: &str,
+        protocol: Protocol,
+    ) -> Result<(), ConfigError> {
         match value {
-            Some(v) => Err(self.invalid(v.span(), field, &format!("does not apply to protocol {protocol}"))),
+            Some(v) => Err(self.invalid(
+                v.span(),
+                field,
+                &format!("does not apply to protocol {protocol}"),
+            )),
             None => Ok(()),
         }
     }
 
     fn positive(&self, value: &Spanned<f64>, field: &str) -> Result<f64, ConfigError> {
         let v = *value.get_ref();
-        if v.is_finite() && v > 0.0 { Ok(v) } else { Err(self.invalid(value.span(), field, "must be a positive number")) }
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.invalid(value.span(), field, "must be a positive number"))
+        }
     }
 
     fn device(&self, i: usize, d: RawDevice) -> Result<DeviceConfig, ConfigError> {
         let f = |name: &str| format!("device[{i}].{name}");
         let protocol = *d.protocol.get_ref();
         let name = d.name.get_ref().trim().to_owned();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(self.invalid(d.name.span(), &f("name"), "use letters, digits, '-' and '_'"));
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.invalid(
+                d.name.span(),
+                &f("name"),
+                "use letters, digits, '-' and '_'",
+            ));
         }
         if d.port.get_ref().trim().is_empty() {
             return Err(self.invalid(d.port.span(), &f("port"), "must not be empty"));
@@ -356,7 +385,8 @@ impl Validator<'_> {
             return Err(self.invalid(
                 d.protocol.span(),
                 &f("protocol"),
-                &format!("{protocol} is not a protocol for a {:?}", d.kind.get_ref()).to_lowercase(),
+                &format!("{protocol} is not a protocol for a {:?}", d.kind.get_ref())
+                    .to_lowercase(),
             ));
         }
         let serial = self.serial(i, d.serial.get_ref())?;
@@ -372,7 +402,11 @@ impl Validator<'_> {
         // Options and settings that belong to one protocol only.
         if protocol != Protocol::NewEra {
             self.not_for(d.safe_mode.as_ref(), &f("safe_mode"), protocol)?;
-            self.not_for(c.syringe_diameter_mm.as_ref(), &f("calibration.syringe_diameter_mm"), protocol)?;
+            self.not_for(
+                c.syringe_diameter_mm.as_ref(),
+                &f("calibration.syringe_diameter_mm"),
+                protocol,
+            )?;
         }
         if protocol != Protocol::Wm520 {
             self.not_for(d.echo.as_ref(), &f("echo"), protocol)?;
@@ -398,38 +432,94 @@ impl Validator<'_> {
             match &d.address {
                 None => Ok(None),
                 Some(a) if (lo..=hi).contains(a.get_ref()) => Ok(u8::try_from(*a.get_ref()).ok()),
-                Some(a) => Err(self.invalid(a.span(), &f("address"), &format!("must be between {lo} and {hi} for protocol {protocol}"))),
+                Some(a) => Err(self.invalid(
+                    a.span(),
+                    &f("address"),
+                    &format!("must be between {lo} and {hi} for protocol {protocol}"),
+                )),
             }
         };
         let name_at = d.name.span();
         let spec = match protocol {
             Protocol::MtSics | Protocol::Sbi => {
                 self.not_for(d.address.as_ref(), &f("address"), protocol)?;
-                let capacity = l.capacity_g.as_ref().ok_or_else(|| self.invalid(limits_at.clone(), &f("limits.capacity_g"), &format!("required for protocol {protocol}")))?;
+                let capacity = l.capacity_g.as_ref().ok_or_else(|| {
+                    self.invalid(
+                        limits_at.clone(),
+                        &f("limits.capacity_g"),
+                        &format!("required for protocol {protocol}"),
+                    )
+                })?;
                 DeviceSpec::Balance {
-                    protocol: if protocol == Protocol::MtSics { BalanceProtocol::MtSics } else { BalanceProtocol::Sbi },
+                    protocol: if protocol == Protocol::MtSics {
+                        BalanceProtocol::MtSics
+                    } else {
+                        BalanceProtocol::Sbi
+                    },
                     capacity_g: self.positive(capacity, &f("limits.capacity_g"))?,
-                    readability_g: c.readability_g.as_ref().map(|r| self.positive(r, &f("calibration.readability_g"))).transpose()?,
+                    readability_g: c
+                        .readability_g
+                        .as_ref()
+                        .map(|r| self.positive(r, &f("calibration.readability_g")))
+                        .transpose()?,
                 }
             }
             Protocol::NewEra | Protocol::Wm520 => {
-                let rate = l.max_rate_ml_min.as_ref().ok_or_else(|| self.invalid(limits_at.clone(), &f("limits.max_rate_ml_min"), &format!("required for protocol {protocol}")))?;
-                let volume = l.max_volume_ml.as_ref().ok_or_else(|| self.invalid(limits_at.clone(), &f("limits.max_volume_ml"), &format!("required for protocol {protocol}")))?;
+                let rate = l.max_rate_ml_min.as_ref().ok_or_else(|| {
+                    self.invalid(
+                        limits_at.clone(),
+                        &f("limits.max_rate_ml_min"),
+                        &format!("required for protocol {protocol}"),
+                    )
+                })?;
+                let volume = l.max_volume_ml.as_ref().ok_or_else(|| {
+                    self.invalid(
+                        limits_at.clone(),
+                        &f("limits.max_volume_ml"),
+                        &format!("required for protocol {protocol}"),
+                    )
+                })?;
                 let pump = if protocol == Protocol::NewEra {
-                    let dia = c.syringe_diameter_mm.as_ref().ok_or_else(|| self.invalid(name_at.clone(), &f("calibration.syringe_diameter_mm"), "required for protocol new-era"))?;
+                    let dia = c.syringe_diameter_mm.as_ref().ok_or_else(|| {
+                        self.invalid(
+                            name_at.clone(),
+                            &f("calibration.syringe_diameter_mm"),
+                            "required for protocol new-era",
+                        )
+                    })?;
                     PumpProtocol::NewEra(NewEraOptions {
-                        mode: if d.safe_mode.as_ref().is_some_and(|s| *s.get_ref()) { Mode::Safe } else { Mode::Basic },
+                        mode: if d.safe_mode.as_ref().is_some_and(|s| *s.get_ref()) {
+                            Mode::Safe
+                        } else {
+                            Mode::Basic
+                        },
                         address: address(0, 99)?,
-                        syringe_diameter_mm: self.positive(dia, &f("calibration.syringe_diameter_mm"))?,
+                        syringe_diameter_mm: self
+                            .positive(dia, &f("calibration.syringe_diameter_mm"))?,
                     })
                 } else {
-                    let ml = c.ml_per_rev.as_ref().ok_or_else(|| self.invalid(name_at.clone(), &f("calibration.ml_per_rev"), "required for protocol wm520"))?;
+                    let ml = c.ml_per_rev.as_ref().ok_or_else(|| {
+                        self.invalid(
+                            name_at.clone(),
+                            &f("calibration.ml_per_rev"),
+                            "required for protocol wm520",
+                        )
+                    })?;
                     let defaults = Wm520Options::default();
                     PumpProtocol::Wm520(Wm520Options {
-                        address: address(1, 16)?.ok_or_else(|| self.invalid(name_at.clone(), &f("address"), "required for protocol wm520"))?,
+                        address: address(1, 16)?.ok_or_else(|| {
+                            self.invalid(
+                                name_at.clone(),
+                                &f("address"),
+                                "required for protocol wm520",
+                            )
+                        })?,
                         echo: d.echo.as_ref().map_or(defaults.echo, |e| *e.get_ref()),
                         ml_per_rev: self.positive(ml, &f("calibration.ml_per_rev"))?,
-                        pulses_per_rev: c.pulses_per_rev.as_ref().map_or(defaults.pulses_per_rev, |p| *p.get_ref()),
+                        pulses_per_rev: c
+                            .pulses_per_rev
+                            .as_ref()
+                            .map_or(defaults.pulses_per_rev, |p| *p.get_ref()),
                         forward_is_clockwise: defaults.forward_is_clockwise,
                     })
                 };
@@ -440,20 +530,44 @@ impl Validator<'_> {
                 }
             }
             Protocol::Eurotherm => {
-                let min = self.required(l.min_temperature_c.as_ref(), limits_at.clone(), &f("limits.min_temperature_c"), protocol)?;
-                let max = self.required(l.max_temperature_c.as_ref(), limits_at.clone(), &f("limits.max_temperature_c"), protocol)?;
-                if !(min < max) {
-                    return Err(self.invalid(limits_at, &f("limits.max_temperature_c"), "must be above min_temperature_c"));
+                let min = self.required(
+                    l.min_temperature_c.as_ref(),
+                    limits_at.clone(),
+                    &f("limits.min_temperature_c"),
+                    protocol,
+                )?;
+                let max = self.required(
+                    l.max_temperature_c.as_ref(),
+                    limits_at.clone(),
+                    &f("limits.max_temperature_c"),
+                    protocol,
+                )?;
+                if min.partial_cmp(&max) != Some(std::cmp::Ordering::Less) {
+                    return Err(self.invalid(
+                        limits_at,
+                        &f("limits.max_temperature_c"),
+                        "must be above min_temperature_c",
+                    ));
                 }
                 let decimals = c.decimals.as_ref().map_or(1, |d| *d.get_ref());
                 if let Some(dec) = &c.decimals
                     && *dec.get_ref() > 3
                 {
-                    return Err(self.invalid(dec.span(), &f("calibration.decimals"), "must be 0 to 3"));
+                    return Err(self.invalid(
+                        dec.span(),
+                        &f("calibration.decimals"),
+                        "must be 0 to 3",
+                    ));
                 }
                 DeviceSpec::Heater {
                     options: EurothermOptions {
-                        address: address(1, 247)?.ok_or_else(|| self.invalid(name_at.clone(), &f("address"), "required for protocol eurotherm"))?,
+                        address: address(1, 247)?.ok_or_else(|| {
+                            self.invalid(
+                                name_at.clone(),
+                                &f("address"),
+                                "required for protocol eurotherm",
+                            )
+                        })?,
                         decimals,
                         output_decimals: 1,
                     },
@@ -475,7 +589,11 @@ impl Validator<'_> {
         let f = |name: &str| format!("device[{i}].serial.{name}");
         const BAUDS: [u32; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115_200];
         if !BAUDS.contains(s.baud.get_ref()) {
-            return Err(self.invalid(s.baud.span(), &f("baud"), "must be one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200"));
+            return Err(self.invalid(
+                s.baud.span(),
+                &f("baud"),
+                "must be one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200",
+            ));
         }
         if !matches!(s.data_bits.get_ref(), 7 | 8) {
             return Err(self.invalid(s.data_bits.span(), &f("data_bits"), "must be 7 or 8"));
@@ -487,13 +605,25 @@ impl Validator<'_> {
             "none" => Parity::None,
             "odd" => Parity::Odd,
             "even" => Parity::Even,
-            _ => return Err(self.invalid(s.parity.span(), &f("parity"), "must be \"none\", \"odd\" or \"even\"")),
+            _ => {
+                return Err(self.invalid(
+                    s.parity.span(),
+                    &f("parity"),
+                    "must be \"none\", \"odd\" or \"even\"",
+                ));
+            }
         };
         let flow_control = match s.flow_control.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
             None | Some(("none", _)) => FlowControl::None,
             Some(("hardware", _)) => FlowControl::Hardware,
             Some(("software", _)) => FlowControl::Software,
-            Some((_, span)) => return Err(self.invalid(span, &f("flow_control"), "must be \"none\", \"hardware\" or \"software\"")),
+            Some((_, span)) => {
+                return Err(self.invalid(
+                    span,
+                    &f("flow_control"),
+                    "must be \"none\", \"hardware\" or \"software\"",
+                ));
+            }
         };
         Ok(SerialSettings {
             baud: *s.baud.get_ref(),

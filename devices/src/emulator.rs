@@ -56,7 +56,7 @@ pub(crate) async fn send_reply<W: AsyncWrite + Unpin>(
     io: &mut W,
     fault: &Fault,
     mut reply: Vec<u8>,
-    corrupt: impl FnOnce(&mut Vec<u8>),
+    corrupt: impl FnOnce(&mut [u8]),
 ) -> io::Result<()> {
     match fault {
         Fault::None => {}
@@ -68,7 +68,7 @@ pub(crate) async fn send_reply<W: AsyncWrite + Unpin>(
             reply = noisy;
         }
         Fault::Slow(delay) => tokio::time::sleep(*delay).await,
-        Fault::BadChecksum => corrupt(&mut reply),
+        Fault::BadChecksum => corrupt(&mut reply[..]),
     }
     if reply.is_empty() {
         return Ok(());
@@ -79,7 +79,7 @@ pub(crate) async fn send_reply<W: AsyncWrite + Unpin>(
 
 /// Damages a line protocol's reply (which has no checksum): the first payload byte becomes
 /// 0xFF, which no ASCII decoder accepts.
-pub(crate) fn corrupt_line(reply: &mut Vec<u8>) {
+pub(crate) fn corrupt_line(reply: &mut [u8]) {
     if let Some(first) = reply.first_mut() {
         *first = 0xFF;
     }

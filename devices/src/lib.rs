@@ -27,7 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod emulator;
 pub mod error;
-// pub mod fuzzing;
+pub mod fuzzing;
 pub mod heater;
 pub mod link;
 pub mod pty;

@@ -13,7 +13,9 @@ use galen_devices::balance::mt_sics::{MtSicsBalance, MtSicsEmulator, MtSicsModel
 use galen_devices::balance::sbi::{SbiBalance, SbiEmulator, SbiModel, SbiOptions};
 use galen_devices::balance::{Balance, ManualWeight, Wait};
 use galen_devices::config::{BalanceProtocol, DeviceSpec, PumpProtocol, UnitConfig};
-use galen_devices::heater::eurotherm::{EurothermEmulator, EurothermHeater, EurothermModel, EurothermOptions};
+use galen_devices::heater::eurotherm::{
+    EurothermEmulator, EurothermHeater, EurothermModel, EurothermOptions,
+};
 use galen_devices::heater::{Heater, HeaterPlant};
 use galen_devices::link::{LinkPolicy, SerialConnector, SerialSettings};
 use galen_devices::pty::Served;
@@ -174,7 +176,9 @@ fn resolve(t: &Target) -> Result<Resolved> {
     if let Some(path) = &t.config {
         let config = UnitConfig::load(path)?;
         let name = t.device.as_deref().expect("clap requires --device with --config");
-        let d = config.device(name).with_context(|| format!("{}: no device named {name:?}", path.display()))?;
+        let d = config
+            .device(name)
+            .with_context(|| format!("{}: no device named {name:?}", path.display()))?;
         let driver = match &d.spec {
             DeviceSpec::Balance { protocol: BalanceProtocol::MtSics, .. } => Driver::MtSics,
             DeviceSpec::Balance { protocol: BalanceProtocol::Sbi, capacity_g, readability_g } => {
@@ -188,7 +192,12 @@ fn resolve(t: &Target) -> Result<Resolved> {
             DeviceSpec::Pump { protocol: PumpProtocol::Wm520(o), .. } => Driver::Wm520(*o),
             DeviceSpec::Heater { options, .. } => Driver::Eurotherm(*options),
         };
-        return Ok(Resolved { name: d.name.clone(), connector: d.connector(), policy: d.policy(), driver });
+        return Ok(Resolved {
+            name: d.name.clone(),
+            connector: d.connector(),
+            policy: d.policy(),
+            driver,
+        });
     }
     let (Some(port), Some(protocol)) = (&t.port, t.protocol) else {
         bail!("say which device: --config FILE --device NAME, or --port PATH --protocol NAME");
@@ -206,11 +215,13 @@ fn resolve(t: &Target) -> Result<Resolved> {
             ml_per_rev: t.ml_per_rev,
             ..Wm520Options::default()
         }),
-        ProtocolArg::Eurotherm => {
-            Driver::Eurotherm(EurothermOptions { address: t.address.unwrap_or(1), ..EurothermOptions::default() })
-        }
+        ProtocolArg::Eurotherm => Driver::Eurotherm(EurothermOptions {
+            address: t.address.unwrap_or(1),
+            ..EurothermOptions::default()
+        }),
     };
-    let policy = LinkPolicy { timeout: Duration::from_millis(t.timeout_ms), ..LinkPolicy::default() };
+    let policy =
+        LinkPolicy { timeout: Duration::from_millis(t.timeout_ms), ..LinkPolicy::default() };
     Ok(Resolved {
         name: port.clone(),
         connector: SerialConnector::new(port.clone(), SerialSettings::n81(t.baud)),
@@ -278,7 +289,10 @@ async fn pump_command<P: Pump>(mut p: P, command: &Command) -> Result<()> {
             let volume = Volume::new(*volume)?;
             done(p.stop().await)?;
             done(p.clear_dispensed().await)?;
-            done(p.set_direction(if *reverse { Direction::Reverse } else { Direction::Forward }).await)?;
+            done(
+                p.set_direction(if *reverse { Direction::Reverse } else { Direction::Forward })
+                    .await,
+            )?;
             done(p.set_rate(rate).await)?;
             done(p.dispense(volume).await)?;
             println!("running: {rate} for {volume}");
@@ -286,7 +300,10 @@ async fn pump_command<P: Pump>(mut p: P, command: &Command) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let status = done(p.status().await)?;
                 let moved = done(p.dispensed().await)?;
-                println!("{:?}: forward {} reverse {}", status.motion, moved.forward, moved.reverse);
+                println!(
+                    "{:?}: forward {} reverse {}",
+                    status.motion, moved.forward, moved.reverse
+                );
                 if let Some(alarm) = status.alarm {
                     bail!("pump alarm: {alarm}");
                 }
@@ -365,7 +382,12 @@ async fn emulate(protocol: ProtocolArg, link: Option<PathBuf>, grams: f64) -> Re
         }
         ProtocolArg::Eurotherm => {
             let plant = HeaterPlant::new(21.0);
-            background.push(plant.spawn_simple_thermal(Duration::from_millis(100), 21.0, 0.5, 0.01));
+            background.push(plant.spawn_simple_thermal(
+                Duration::from_millis(100),
+                21.0,
+                0.5,
+                0.01,
+            ));
             let e = EurothermEmulator::new(plant, EurothermModel::default());
             Served::spawn(move |io| async move { e.serve(io).await })?
         }
@@ -391,7 +413,9 @@ async fn emulate(protocol: ProtocolArg, link: Option<PathBuf>, grams: f64) -> Re
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let target = match &cli.command {
-        Command::Emulate { protocol, link, grams } => return emulate(*protocol, link.clone(), *grams).await,
+        Command::Emulate { protocol, link, grams } => {
+            return emulate(*protocol, link.clone(), *grams).await;
+        }
         Command::Identify(t) | Command::Zero(t) | Command::Stop(t) => t,
         Command::Weight { target, .. }
         | Command::Tare { target, .. }
@@ -405,6 +429,8 @@ async fn main() -> Result<()> {
         Driver::Sbi(o) => balance_command(SbiBalance::new(name, c, policy, o), &cli.command).await,
         Driver::NewEra(o) => pump_command(NewEraPump::new(name, c, policy, o), &cli.command).await,
         Driver::Wm520(o) => pump_command(Wm520Pump::new(name, c, policy, o), &cli.command).await,
-        Driver::Eurotherm(o) => heater_command(EurothermHeater::new(name, c, policy, o), &cli.command).await,
+        Driver::Eurotherm(o) => {
+            heater_command(EurothermHeater::new(name, c, policy, o), &cli.command).await
+        }
     }
 }

@@ -63,10 +63,8 @@ impl Pty {
         // Running as root bypasses TIOCEXCL anyway; as a normal user the held slave must not
         // lock the driver out of its own port.
         slave.set_exclusive(false).map_err(io::Error::from)?;
-        let path = slave
-            .name()
-            .ok_or_else(|| io::Error::other("the pty slave has no name"))?
-            .into();
+        let path =
+            slave.name().ok_or_else(|| io::Error::other("the pty slave has no name"))?.into();
         Ok(Self { master, slave: SlaveHold { _slave: slave, path, link: None } })
     }
 

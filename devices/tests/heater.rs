@@ -25,7 +25,8 @@ fn start() -> (EurothermEmulator, Served) {
 async fn setpoint_goes_to_the_comms_register_never_to_eeprom() {
     let (emulator, served) = start();
     let path = served.path().to_owned();
-    let mut heater = EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
+    let mut heater =
+        EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
     let mut out = String::new();
     out += &show("pv", &heater.process_value().await, &path);
     out += &show("enable", &heater.enable().await, &path);
@@ -46,7 +47,8 @@ async fn setpoint_goes_to_the_comms_register_never_to_eeprom() {
 async fn an_out_of_range_setpoint_is_a_modbus_exception() {
     let (_, served) = start();
     let path = served.path().to_owned();
-    let mut heater = EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
+    let mut heater =
+        EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
     let mut out = String::new();
     out += &show("setpoint 500", &heater.set_setpoint(Celsius::new(500.0).unwrap()).await, &path);
     out += &show("unmapped register", &heater.read_register(999).await, &path);
@@ -58,7 +60,8 @@ async fn an_out_of_range_setpoint_is_a_modbus_exception() {
 async fn silence_garbage_and_bad_crc_are_link_errors_and_the_link_recovers() {
     let (emulator, served) = start();
     let path = served.path().to_owned();
-    let mut heater = EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
+    let mut heater =
+        EurothermHeater::new("heater", connector(&path), policy(), EurothermOptions::default());
     let mut out = String::new();
     out += &show("pv", &heater.process_value().await, &path);
     for (name, fault) in [

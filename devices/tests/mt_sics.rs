@@ -17,7 +17,10 @@ fn model() -> MtSicsModel {
     MtSicsModel { stable_wait: Duration::from_millis(60), ..MtSicsModel::default() }
 }
 
-fn start(model: MtSicsModel, grams: f64) -> (Arc<MtSicsEmulator<ManualWeight>>, ManualWeight, Served) {
+fn start(
+    model: MtSicsModel,
+    grams: f64,
+) -> (Arc<MtSicsEmulator<ManualWeight>>, ManualWeight, Served) {
     let weight = ManualWeight::new(grams);
     let emulator = Arc::new(MtSicsEmulator::new(weight.clone(), model));
     let serving = emulator.clone();
@@ -150,5 +153,8 @@ async fn a_port_that_vanishes_and_returns_is_reopened_with_backoff() {
     assert!(attempts_while_gone >= 2, "{attempts_while_gone}");
     assert!(balance.link().open_attempts() > attempts_while_gone);
     let out = out.replace(&*dir.path().to_string_lossy(), "<dir>");
-    insta::assert_snapshot!(format!("{first}-- unplugged, replugged --\n{}--\n{out}", again.transcript().render()));
+    insta::assert_snapshot!(format!(
+        "{first}-- unplugged, replugged --\n{}--\n{out}",
+        again.transcript().render()
+    ));
 }

@@ -114,7 +114,8 @@ impl HeaterPlant {
                 ticker.tick().await;
                 let dt = period.as_secs_f64();
                 let mut s = plant.lock();
-                s.pv_c += (s.output_pct / 100.0 * heat_c_per_s - (s.pv_c - ambient_c) * loss_per_s) * dt;
+                s.pv_c +=
+                    (s.output_pct / 100.0 * heat_c_per_s - (s.pv_c - ambient_c) * loss_per_s) * dt;
             }
         })
     }

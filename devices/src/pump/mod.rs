@@ -109,7 +109,10 @@ pub trait Pump: Send {
     /// Sets the flow rate.
     fn set_rate(&mut self, rate: FlowRate) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Sets the direction.
-    fn set_direction(&mut self, direction: Direction) -> impl Future<Output = DeviceResult<()>> + Send;
+    fn set_direction(
+        &mut self,
+        direction: Direction,
+    ) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Pumps `volume` at the set rate and direction, then stops by itself.
     fn dispense(&mut self, volume: Volume) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Runs at the set rate until stopped.

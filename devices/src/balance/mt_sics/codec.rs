@@ -472,7 +472,8 @@ mod tests {
             0x0D, // CR
             0x0A, // LF
         ];
-        let reply = Reply::Response { id: ReplyId::S, status: Status::Stable, data: grams(52.1873, 4) };
+        let reply =
+            Reply::Response { id: ReplyId::S, status: Status::Stable, data: grams(52.1873, 4) };
         assert_eq!(decode_all(&bytes), vec![Ok(reply.clone())]);
         let mut out = BytesMut::new();
         encode_reply(&reply, &mut out);
@@ -489,7 +490,11 @@ mod tests {
             if let Some(reply) = got {
                 assert_eq!(
                     reply,
-                    Reply::Response { id: ReplyId::S, status: Status::Dynamic, data: grams(-1.5, 2) }
+                    Reply::Response {
+                        id: ReplyId::S,
+                        status: Status::Dynamic,
+                        data: grams(-1.5, 2)
+                    }
                 );
             }
         }
@@ -554,7 +559,11 @@ mod tests {
         assert_eq!(
             decode_all(b"T S    12.50 g\r\nTA A    10.5000 g\r\nTAC A\r\nZ A\r\nZI D\r\n"),
             vec![
-                Ok(Reply::Response { id: ReplyId::T, status: Status::Stable, data: grams(12.5, 2) }),
+                Ok(Reply::Response {
+                    id: ReplyId::T,
+                    status: Status::Stable,
+                    data: grams(12.5, 2)
+                }),
                 Ok(Reply::Response { id: ReplyId::Ta, status: Status::Done, data: grams(10.5, 4) }),
                 Ok(Reply::Response { id: ReplyId::Tac, status: Status::Done, data: Data::None }),
                 Ok(Reply::Response { id: ReplyId::Z, status: Status::Done, data: Data::None }),
@@ -569,7 +578,8 @@ mod tests {
             0xFF, 0x00, b'x', // line noise
             0x0D, 0x0A, //
             b'Q', b' ', b'S', 0x0D, 0x0A, // unknown ID
-            b'S', b' ', b'S', b' ', b'1', b'.', b'0', b' ', b'l', b'b', 0x0D, 0x0A, // unit not supported
+            b'S', b' ', b'S', b' ', b'1', b'.', b'0', b' ', b'l', b'b', 0x0D,
+            0x0A, // unit not supported
             b'S', b' ', b'S', b' ', b'1', b'.', b'0', b' ', b'g', 0x0D, 0x0A, // good
         ];
         let got = decode_all(&bytes);
@@ -592,7 +602,10 @@ mod tests {
         long.extend_from_slice(b"\r\nZ A\r\n");
         let got = decode_all(&long);
         assert_eq!(got[0], Err(DecodeError::Oversized { limit: MAX_LINE }));
-        assert_eq!(got[1], Ok(Reply::Response { id: ReplyId::Z, status: Status::Done, data: Data::None }));
+        assert_eq!(
+            got[1],
+            Ok(Reply::Response { id: ReplyId::Z, status: Status::Done, data: Data::None })
+        );
         // Truncated: a reply cut before its terminator is never decoded as a shorter one.
         assert_eq!(decode_all(b"S S     100.0"), vec![]);
         // Truncated mid-field then terminated: rejected, not misread.
@@ -624,7 +637,10 @@ mod tests {
             encode_command(command, &mut out);
             assert_eq!(&out[..], *bytes, "{command:?}");
             let mut buf = BytesMut::from(*bytes);
-            assert_eq!(CommandDecoder.decode(&mut buf), Ok(Some(Request::Command(command.clone()))));
+            assert_eq!(
+                CommandDecoder.decode(&mut buf),
+                Ok(Some(Request::Command(command.clone())))
+            );
         }
         // The manual's example of a bad preset tare value.
         assert_eq!(parse_command(b"TA 1e3 g"), Request::BadParameter(ReplyId::Ta));

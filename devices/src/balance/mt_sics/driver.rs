@@ -10,8 +10,7 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::codec::{
-    Command, Data, GeneralError, Reply, ReplyDecoder, ReplyId, Status, WeightField,
-    encode_command,
+    Command, Data, GeneralError, Reply, ReplyDecoder, ReplyId, Status, WeightField, encode_command,
 };
 use crate::balance::{Balance, Identity, Wait};
 use crate::codec::escape;
@@ -88,7 +87,12 @@ impl<C: Connector> MtSicsBalance<C> {
         self.answer(&text, expect, deadline).await
     }
 
-    async fn answer(&mut self, text: &str, expect: ReplyId, deadline: Instant) -> DeviceResult<Answer> {
+    async fn answer(
+        &mut self,
+        text: &str,
+        expect: ReplyId,
+        deadline: Instant,
+    ) -> DeviceResult<Answer> {
         loop {
             let reply = self.link.receive(&mut ReplyDecoder, text, deadline).await?;
             let (id, status, data) = match reply {
@@ -104,7 +108,11 @@ impl<C: Connector> MtSicsBalance<C> {
                 Reply::Response { id, status, data } => (id, status, data),
             };
             if id != expect {
-                tracing::debug!(device = self.link.device(), ?id, "skipping a reply to another command");
+                tracing::debug!(
+                    device = self.link.device(),
+                    ?id,
+                    "skipping a reply to another command"
+                );
                 continue;
             }
             let reason = match status {
@@ -239,7 +247,11 @@ impl<C: Connector> Balance for MtSicsBalance<C> {
             Err(refusal) => return Ok(Err(refusal)),
         };
         // I3 is optional on some models; a refusal only means "unknown".
-        let firmware = self.request(&Command::Info(3), ReplyId::I3).await?.ok().and_then(|(_, d)| first_text(d));
+        let firmware = self
+            .request(&Command::Info(3), ReplyId::I3)
+            .await?
+            .ok()
+            .and_then(|(_, d)| first_text(d));
         Ok(Ok(Identity {
             model,
             serial,
@@ -247,10 +259,8 @@ impl<C: Connector> Balance for MtSicsBalance<C> {
             capacity: capacity.map(|f| f.weight),
             // The capacity is printed at the display's resolution: its decimals are the
             // readability. An inference, documented as such in `Identity`.
-            readability: capacity.map(|f| Weight {
-                value: 10f64.powi(-i32::from(f.decimals)),
-                unit: f.weight.unit,
-            }),
+            readability: capacity
+                .map(|f| Weight { value: 10f64.powi(-i32::from(f.decimals)), unit: f.weight.unit }),
         }))
     }
 }

@@ -209,9 +209,7 @@ impl<W: WeightSource> MtSicsEmulator<W> {
                 Some(sample) => self.weight_reply(sample),
                 None => Self::status(ReplyId::S, Status::NotExecutable),
             },
-            Command::WeighNow | Command::WeighRepeat => {
-                self.weight_reply(self.source.sample())
-            }
+            Command::WeighNow | Command::WeighRepeat => self.weight_reply(self.source.sample()),
             Command::Zero => match self.settled().await {
                 Some(sample) => match self.scale().zero(sample) {
                     Ok(()) => Self::status(ReplyId::Z, Status::Done),

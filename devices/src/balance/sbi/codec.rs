@@ -211,7 +211,8 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, DecodeError> {
     Ok(Reply::Weight {
         ident,
         value: sign * value,
-        decimals: u8::try_from(decimals).map_err(|_| DecodeError::garbage(line, "too many decimals"))?,
+        decimals: u8::try_from(decimals)
+            .map_err(|_| DecodeError::garbage(line, "too many decimals"))?,
         unit,
     })
 }
@@ -355,7 +356,10 @@ mod tests {
         assert!(matches!(got[0], Err(DecodeError::Garbage { reason: "not printable ASCII", .. })));
         assert!(matches!(got[1], Err(DecodeError::Garbage { reason: "unknown unit", .. })));
         let long = vec![b'9'; MAX_LINE + 1];
-        assert_eq!(decode_all(ReplyDecoder, &long), vec![Err(DecodeError::Oversized { limit: MAX_LINE })]);
+        assert_eq!(
+            decode_all(ReplyDecoder, &long),
+            vec![Err(DecodeError::Oversized { limit: MAX_LINE })]
+        );
     }
 
     #[test]

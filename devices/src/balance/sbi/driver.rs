@@ -55,7 +55,12 @@ pub struct SbiBalance<C: Connector> {
 
 impl<C: Connector> SbiBalance<C> {
     /// A driver for the balance named `device`.
-    pub fn new(device: impl Into<String>, connector: C, policy: LinkPolicy, options: SbiOptions) -> Self {
+    pub fn new(
+        device: impl Into<String>,
+        connector: C,
+        policy: LinkPolicy,
+        options: SbiOptions,
+    ) -> Self {
         Self { link: Link::new(device, connector, policy), options, streaming: false }
     }
 
@@ -86,18 +91,34 @@ impl<C: Connector> SbiBalance<C> {
                 Reply::Weight { value, unit, .. } => {
                     return Ok(Ok(Reading {
                         weight: Weight { value, unit: unit.unwrap_or(self.options.unit) },
-                        stability: if unit.is_some() { Stability::Stable } else { Stability::Dynamic },
+                        stability: if unit.is_some() {
+                            Stability::Stable
+                        } else {
+                            Stability::Dynamic
+                        },
                     }));
                 }
                 Reply::High => {
-                    return Ok(Err(self.refusal(Command::Print, "Stat High", RefusalReason::Overload)));
+                    return Ok(Err(self.refusal(
+                        Command::Print,
+                        "Stat High",
+                        RefusalReason::Overload,
+                    )));
                 }
                 Reply::Low => {
-                    return Ok(Err(self.refusal(Command::Print, "Stat Low", RefusalReason::Underload)));
+                    return Ok(Err(self.refusal(
+                        Command::Print,
+                        "Stat Low",
+                        RefusalReason::Underload,
+                    )));
                 }
                 Reply::Error(code) => {
                     let reply = format!("Err {code:03}");
-                    return Ok(Err(self.refusal(Command::Print, &reply, RefusalReason::Code(code))));
+                    return Ok(Err(self.refusal(
+                        Command::Print,
+                        &reply,
+                        RefusalReason::Code(code),
+                    )));
                 }
                 Reply::Text(text) => {
                     tracing::debug!(device = self.link.device(), %text, "skipping a text line");

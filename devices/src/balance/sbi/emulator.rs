@@ -77,7 +77,8 @@ impl<W: WeightSource> SbiEmulator<W> {
                 if let Some(reply) = self.respond(request) {
                     let mut out = BytesMut::new();
                     encode_reply(&reply, &mut out);
-                    match send_reply(&mut io, &self.faults.get(), out.to_vec(), corrupt_line).await {
+                    match send_reply(&mut io, &self.faults.get(), out.to_vec(), corrupt_line).await
+                    {
                         Err(e) if is_hangup(&e) => return Ok(()),
                         other => other?,
                     }

@@ -56,7 +56,12 @@ pub struct EurothermHeater<C: Connector> {
 
 impl<C: Connector> EurothermHeater<C> {
     /// A driver for the controller named `device`.
-    pub fn new(device: impl Into<String>, connector: C, policy: LinkPolicy, options: EurothermOptions) -> Self {
+    pub fn new(
+        device: impl Into<String>,
+        connector: C,
+        policy: LinkPolicy,
+        options: EurothermOptions,
+    ) -> Self {
         Self {
             device: device.into(),
             reconnector: Reconnector::new(connector, policy),
@@ -96,7 +101,11 @@ impl<C: Connector> EurothermHeater<C> {
         }
     }
 
-    fn outcome<T>(&mut self, what: &str, result: Option<tokio_modbus::Result<T>>) -> DeviceResult<T> {
+    fn outcome<T>(
+        &mut self,
+        what: &str,
+        result: Option<tokio_modbus::Result<T>>,
+    ) -> DeviceResult<T> {
         let error = match result {
             Some(Ok(Ok(value))) => return Ok(Ok(value)),
             Some(Ok(Err(exception))) => {
@@ -133,9 +142,8 @@ impl<C: Connector> EurothermHeater<C> {
         let what = format!("read {address}");
         let deadline = Instant::now() + self.policy.timeout;
         let client = self.client(&what, deadline).await?;
-        let result = tokio::time::timeout_at(deadline, client.read_holding_registers(address, 1))
-            .await
-            .ok();
+        let result =
+            tokio::time::timeout_at(deadline, client.read_holding_registers(address, 1)).await.ok();
         match self.outcome(&what, result)? {
             Ok(words) => match words.first() {
                 Some(&word) => Ok(Ok(word)),

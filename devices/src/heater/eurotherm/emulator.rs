@@ -205,7 +205,8 @@ impl Shared {
 
     fn write(&self, address: u16, word: u16) -> Result<(), ExceptionCode> {
         let mut regs = self.lock();
-        if !regs.words.contains_key(&address) || [PV_IN, WKG_SP, WRK_OP, STATUS].contains(&address) {
+        if !regs.words.contains_key(&address) || [PV_IN, WKG_SP, WRK_OP, STATUS].contains(&address)
+        {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         let d = self.model.decimals;
@@ -233,9 +234,9 @@ impl Shared {
             Request::ReadHoldingRegisters(address, count) => {
                 self.read(address, count).map(|words| Some(Response::ReadHoldingRegisters(words)))
             }
-            Request::WriteSingleRegister(address, word) => {
-                self.write(address, word).map(|()| Some(Response::WriteSingleRegister(address, word)))
-            }
+            Request::WriteSingleRegister(address, word) => self
+                .write(address, word)
+                .map(|()| Some(Response::WriteSingleRegister(address, word))),
             _ => Err(ExceptionCode::IllegalFunction),
         }
     }

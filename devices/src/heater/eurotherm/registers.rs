@@ -134,7 +134,12 @@ mod tests {
         assert_eq!(s.alarms, [true, false, false, false]);
         assert!(s.sensor_break && s.loop_break && !s.manual);
         assert!(!EEPROM_BACKED.contains(&Writable::RemoteSetpoint.address()));
-        for w in [Writable::RemoteSetpoint, Writable::RemoteSetpointEnable, Writable::AutoManual, Writable::ManualOutput] {
+        for w in [
+            Writable::RemoteSetpoint,
+            Writable::RemoteSetpointEnable,
+            Writable::AutoManual,
+            Writable::ManualOutput,
+        ] {
             assert!(!EEPROM_BACKED.contains(&w.address()), "{w:?}");
         }
     }

@@ -326,8 +326,11 @@ pub fn parse_command(mode: Mode, content: &[u8]) -> Result<Received, DecodeError
     if !content.iter().all(|b| (0x20..0x7f).contains(b)) {
         return Err(DecodeError::garbage(content, "not printable ASCII"));
     }
-    let text: String =
-        content.iter().filter(|b| **b != b' ').map(|b| char::from(b.to_ascii_uppercase())).collect();
+    let text: String = content
+        .iter()
+        .filter(|b| **b != b' ')
+        .map(|b| char::from(b.to_ascii_uppercase()))
+        .collect();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count().min(2);
     let address = if digits == 0 { None } else { text[..digits].parse().ok() };
     Ok(Received { mode, address, text: text[digits..].to_owned() })
@@ -527,7 +530,10 @@ mod tests {
         assert_eq!(got.len(), 3);
         let mut long = vec![0x02];
         long.extend(std::iter::repeat_n(b'0', MAX_FRAME + 1));
-        assert_eq!(decode_all(BASIC, &long), vec![Err(DecodeError::Oversized { limit: MAX_FRAME })]);
+        assert_eq!(
+            decode_all(BASIC, &long),
+            vec![Err(DecodeError::Oversized { limit: MAX_FRAME })]
+        );
         assert!(matches!(
             decode_all(BASIC, b"\x0200Q\x03")[0],
             Err(DecodeError::Garbage { reason: "unknown prompt", .. })

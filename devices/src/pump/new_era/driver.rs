@@ -35,8 +35,18 @@ pub struct NewEraPump<C: Connector> {
 
 impl<C: Connector> NewEraPump<C> {
     /// A driver for the pump named `device`.
-    pub fn new(device: impl Into<String>, connector: C, policy: LinkPolicy, options: NewEraOptions) -> Self {
-        Self { link: Link::new(device, connector, policy), options, configured: false, alarms: Vec::new() }
+    pub fn new(
+        device: impl Into<String>,
+        connector: C,
+        policy: LinkPolicy,
+        options: NewEraOptions,
+    ) -> Self {
+        Self {
+            link: Link::new(device, connector, policy),
+            options,
+            configured: false,
+            alarms: Vec::new(),
+        }
     }
 
     /// The underlying link.

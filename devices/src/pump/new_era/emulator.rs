@@ -89,12 +89,14 @@ impl NewEraEmulator {
                         (received.mode, self.respond(&received))
                     }
                     Ok(None) => break,
-                    Err(DecodeError::Checksum { .. }) => (Mode::Safe, self.error(CommandError::BadPacket)),
+                    Err(DecodeError::Checksum { .. }) => {
+                        (Mode::Safe, self.error(CommandError::BadPacket))
+                    }
                     Err(_) => continue,
                 };
                 let mut out = BytesMut::new();
                 encode_reply(mode, &reply, &mut out);
-                let corrupt = |bytes: &mut Vec<u8>| corrupt_frame(mode, bytes);
+                let corrupt = |bytes: &mut [u8]| corrupt_frame(mode, bytes);
                 match send_reply(&mut io, &self.faults.get(), out.to_vec(), corrupt).await {
                     Err(e) if is_hangup(&e) => return Ok(()),
                     other => other?,
@@ -104,7 +106,9 @@ impl NewEraEmulator {
             let read = io.read_buf(&mut buf);
             let read = if watchdog > 0 {
                 // `SAF n`: no packet for n seconds stops the pump with alarm T.
-                match tokio::time::timeout(std::time::Duration::from_secs(watchdog.into()), read).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(watchdog.into()), read)
+                    .await
+                {
                     Ok(read) => read,
                     Err(_) => {
                         self.port.raise_alarm(crate::pump::PumpAlarm::CommsTimeout);
@@ -252,7 +256,7 @@ impl NewEraEmulator {
 }
 
 /// Damages a reply: flips the CRC in safe mode, the address digit in basic mode.
-fn corrupt_frame(mode: Mode, bytes: &mut Vec<u8>) {
+fn corrupt_frame(mode: Mode, bytes: &mut [u8]) {
     let at = match mode {
         Mode::Safe => bytes.len().saturating_sub(2),
         Mode::Basic => 1,

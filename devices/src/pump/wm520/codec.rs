@@ -178,7 +178,9 @@ impl Decode for LineDecoder {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>, DecodeError> {
         let Some(line) = take_line(buf, MAX_LINE)? else { return Ok(None) };
         match std::str::from_utf8(&line) {
-            Ok(text) if text.bytes().all(|b| (0x20..0x7f).contains(&b)) => Ok(Some(text.to_owned())),
+            Ok(text) if text.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+                Ok(Some(text.to_owned()))
+            }
             _ => Err(DecodeError::garbage(&line, "not printable ASCII")),
         }
     }

@@ -29,7 +29,13 @@ pub struct Wm520Options {
 
 impl Default for Wm520Options {
     fn default() -> Self {
-        Self { address: 1, echo: true, ml_per_rev: 1.0, pulses_per_rev: 10_982, forward_is_clockwise: true }
+        Self {
+            address: 1,
+            echo: true,
+            ml_per_rev: 1.0,
+            pulses_per_rev: 10_982,
+            forward_is_clockwise: true,
+        }
     }
 }
 
@@ -43,8 +49,14 @@ pub struct Wm520Pump<C: Connector> {
 
 impl<C: Connector> Wm520Pump<C> {
     /// A driver for the pump named `device`.
-    pub fn new(device: impl Into<String>, connector: C, policy: LinkPolicy, options: Wm520Options) -> Self {
-        let policy = LinkPolicy { gap: policy.gap.max(std::time::Duration::from_millis(10)), ..policy };
+    pub fn new(
+        device: impl Into<String>,
+        connector: C,
+        policy: LinkPolicy,
+        options: Wm520Options,
+    ) -> Self {
+        let policy =
+            LinkPolicy { gap: policy.gap.max(std::time::Duration::from_millis(10)), ..policy };
         Self { link: Link::new(device, connector, policy), options, direction: Direction::Forward }
     }
 
@@ -115,7 +127,8 @@ impl<C: Connector> Pump for Wm520Pump<C> {
     }
 
     async fn set_direction(&mut self, direction: Direction) -> DeviceResult<()> {
-        let command = if self.clockwise(direction) { Command::Clockwise } else { Command::CounterClockwise };
+        let command =
+            if self.clockwise(direction) { Command::Clockwise } else { Command::CounterClockwise };
         self.send(command).await?;
         self.direction = direction;
         Ok(Ok(()))

@@ -110,14 +110,17 @@ impl Wm520Emulator {
         let ml = (forward + reverse - cleared).max(0.0);
         // Saturating conversion of a non-negative count.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let pulses = (ml / self.model.ml_per_rev * f64::from(self.model.pulses_per_rev)).round() as u64;
+        let pulses =
+            (ml / self.model.ml_per_rev * f64::from(self.model.pulses_per_rev)).round() as u64;
         pulses
     }
 
     fn respond(&self, command: Command) -> Option<Vec<u8>> {
         let ml_per_rev = self.model.ml_per_rev;
         match command {
-            Command::Speed(rpm) => self.port.set_rate(rpm.clamp(0.0, self.model.max_rpm) * ml_per_rev),
+            Command::Speed(rpm) => {
+                self.port.set_rate(rpm.clamp(0.0, self.model.max_rpm) * ml_per_rev)
+            }
             Command::Go => self.port.start(None),
             Command::Stop => self.port.stop(false),
             Command::Clockwise => self.port.set_direction(Direction::Forward),
