@@ -8,6 +8,7 @@ mod support;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use galen_appliance::export::{MountedDir, write_bundle};
 use galen_appliance::records::NewEntry;
 use galen_appliance::records::users::Role;
 use galen_record::EntryKind;
@@ -134,7 +135,13 @@ fn main() {
         .unwrap();
     let export = store.export(&mut ida, "all batches", entries, at(100_001)).unwrap();
     let dir = rig.dir.path().join("EXPORT");
-    store.write_bundle(&export, &dir).unwrap();
+    let files = store.seal_bundle(&export).unwrap();
+    write_bundle(
+        &mut MountedDir::new(dir.parent().unwrap()),
+        dir.file_name().unwrap().to_str().unwrap(),
+        &files,
+    )
+    .unwrap();
     let exported = start.elapsed();
     let start = Instant::now();
     let verified = bundle::verify(&bundle::read_dir(&dir).unwrap()).unwrap();

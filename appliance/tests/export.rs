@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use galen_appliance::export::{MountedDir, write_bundle};
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{NewEntry, RecordStore};
 use galen_record::EntryKind;
@@ -79,7 +80,13 @@ fn export_b1(rig: &Rig, store: &mut RecordStore) -> std::path::PathBuf {
     let entries = store.batch_entries("B-1").unwrap();
     let export = store.export(&mut ida, "batch B-1", entries, at(21)).unwrap();
     let dir = rig.dir.path().join("EXPORT-B-1");
-    store.write_bundle(&export, &dir).unwrap();
+    let files = store.seal_bundle(&export).unwrap();
+    write_bundle(
+        &mut MountedDir::new(dir.parent().unwrap()),
+        dir.file_name().unwrap().to_str().unwrap(),
+        &files,
+    )
+    .unwrap();
     dir
 }
 

@@ -35,6 +35,15 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package { name: "tpm2-tools", why: "tpm2_getrandom checks that a TPM answers" },
     Package { name: "dbus-daemon", why: "the private bus that tests and the demo run on" },
     Package { name: "dbus-bin", why: "dbus-send checks that a bus answers" },
+    Package {
+        name: "dosfstools",
+        why: "mkfs.vfat makes the FAT stick images exports are tested on",
+    },
+    Package { name: "mtools", why: "mdir and mtype read those FAT images without mounting them" },
+    Package {
+        name: "openssl",
+        why: "tests follow VERIFY.txt of an export with openssl, as inspectors do",
+    },
 ];
 
 /// What `setup` should do when packages are missing.

@@ -26,7 +26,6 @@ mod pdf;
 pub mod schema;
 pub mod users;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use galen_record::bundle::{self, ChainRow, Export};
@@ -140,8 +139,6 @@ pub enum RecordError {
     NoSuchUser(u64),
     #[error("batch {0} has no entries")]
     NoSuchBatch(String),
-    #[error("writing the export to {}: {source}", path.display())]
-    Export { path: PathBuf, source: std::io::Error },
     #[error("the stored entry {0} cannot be read back: {1}")]
     Stored(u64, String),
 }
@@ -891,40 +888,18 @@ impl RecordStore {
         Ok(out)
     }
 
-    /// Writes `export` into a new folder `dir`, signing the manifest with the TPM. Files are
-    /// written into a hidden staging folder, flushed, and the folder is renamed into place
-    /// last, so an interrupted export never leaves a bundle that looks complete.
-    pub fn write_bundle(&mut self, export: &Export, dir: &Path) -> Result<(), RecordError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RecordError::Export { path, source }
-        };
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let staging = parent.join(format!(".{name}.partial"));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
-        std::fs::create_dir(&staging).map_err(io(&staging))?;
-        let files = export.files();
+    /// The files of `export` ready to write, with the manifest signed by the TPM key.
+    /// Write them with [`crate::export::write_bundle`].
+    pub fn seal_bundle(&mut self, export: &Export) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        let mut files: Vec<(String, Vec<u8>)> =
+            export.files().into_iter().map(|(n, c)| (n.to_owned(), c)).collect();
         let manifest = files
             .iter()
-            .find(|(n, _)| *n == bundle::MANIFEST)
+            .find(|(n, _)| n == bundle::MANIFEST)
             .map(|(_, c)| c.clone())
             .expect("files() lists the manifest");
-        let signature = self.tpm.sign(&manifest)?;
-        for (file, contents) in
-            files.iter().map(|(n, c)| (*n, c)).chain([(bundle::MANIFEST_SIG, &signature)])
-        {
-            let path = staging.join(file);
-            let mut f = std::fs::File::create(&path).map_err(io(&path))?;
-            f.write_all(contents).map_err(io(&path))?;
-            f.sync_all().map_err(io(&path))?;
-        }
-        std::fs::File::open(&staging).and_then(|d| d.sync_all()).map_err(io(&staging))?;
-        std::fs::rename(&staging, dir).map_err(io(dir))?;
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
-        Ok(())
+        files.push((bundle::MANIFEST_SIG.to_owned(), self.tpm.sign(&manifest)?));
+        Ok(files)
     }
 
     /// A final checkpoint before the appliance stops.
