@@ -70,6 +70,8 @@ pub const SEEDS: &[&[u8]] = &[
     b"\x02\x0200A?R\x03\x0200SNE1000V3.923\x03\x0200II0.000W0.000ML\x03",
     b"\x05\x02\x08SAF0\x55\x43\x03\x02\x0700I\x19\xdd\x03",
     b"\x041RS\r\n520Du 15.84 520R 9.6MM 220.0 CW P/N 1 123456789 1 !\r\n",
+    // Crashes cargo fuzz found, kept as regressions.
+    b"#D\xca\x8aO[",
 ];
 
 #[cfg(test)]

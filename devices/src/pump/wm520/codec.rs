@@ -75,7 +75,7 @@ pub fn encode_command(address: u8, command: Command, out: &mut BytesMut) {
 
 /// Parses a command line (without CR) as the pump would: address and command.
 pub fn parse_command(line: &[u8]) -> Option<(Option<u8>, Command)> {
-    let text = std::str::from_utf8(line).ok()?.trim();
+    let text = std::str::from_utf8(line).ok().filter(|t| t.is_ascii())?.trim();
     let (address, rest) = if let Some(rest) = text.strip_prefix('#') {
         (None, rest)
     } else {
@@ -232,6 +232,8 @@ mod tests {
         assert_eq!(parse_command(b"#ST"), Some((None, Command::Stop)));
         assert_eq!(parse_command(b"1XX"), None);
         assert_eq!(parse_command(b"1SPfast"), None);
+        // Found by cargo fuzz: a multi-byte character where the command letters belong.
+        assert_eq!(parse_command(b"#D\xca\x8aO["), None);
     }
 
     #[test]
