@@ -8,3 +8,4 @@
 pub mod export;
 pub mod records;
 pub mod tpm;
+pub mod usb;
