@@ -56,6 +56,11 @@ const FORBIDDEN_DEPENDENCIES: &[(&str, &[&str], &str)] = &[
         "the simulated unit stands in for hardware only; it knows nothing of the supervisor",
     ),
     (
+        "galen-record",
+        &["galen-appliance", "galen-devices", "galen-hil", "galen-hmi", "galen-recipes", "rusqlite", "tss-esapi", "zbus", "slint", "tokio"],
+        "galen-verify must build anywhere an inspector is: no TPM stack, D-Bus, GUI or database",
+    ),
+    (
         "galen-hmi",
         &[
             "galen-appliance",
