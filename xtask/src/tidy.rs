@@ -57,7 +57,18 @@ const FORBIDDEN_DEPENDENCIES: &[(&str, &[&str], &str)] = &[
     ),
     (
         "galen-record",
-        &["galen-appliance", "galen-devices", "galen-hil", "galen-hmi", "galen-recipes", "rusqlite", "tss-esapi", "zbus", "slint", "tokio"],
+        &[
+            "galen-appliance",
+            "galen-devices",
+            "galen-hil",
+            "galen-hmi",
+            "galen-recipes",
+            "rusqlite",
+            "tss-esapi",
+            "zbus",
+            "slint",
+            "tokio",
+        ],
         "galen-verify must build anywhere an inspector is: no TPM stack, D-Bus, GUI or database",
     ),
     (

@@ -75,6 +75,8 @@ impl Statement {
 pub struct TpmClock {
     /// Milliseconds the TPM has been powered, over its life.
     pub clock_ms: u64,
+    /// Obfuscated by the TPM when the signing key is not in the endorsement or platform
+    /// hierarchy (ours is in the owner hierarchy): compare only between quotes of one key.
     pub reset_count: u32,
     pub restart_count: u32,
     /// False if the clock may have gone backwards since it was last reported.

@@ -130,7 +130,10 @@ fn wrap(text: &str, width: usize, hang: usize) -> Vec<String> {
             out.push(para.to_owned());
             continue;
         }
-        let mut line = String::new();
+        // Keep the paragraph's own leading padding (right-aligned columns).
+        let lead = para.len() - para.trim_start_matches(' ').len();
+        let para = &para[lead..];
+        let mut line = " ".repeat(lead);
         let mut continuing = false;
         let start_line = |line: &mut String, continuing: &mut bool| {
             if *continuing {
@@ -332,6 +335,8 @@ fn win_ansi(s: &str) -> Vec<u8> {
             ' '..='~' => c as u8,
             '\u{a0}'..='\u{ff}' => u8::try_from(u32::from(c)).unwrap_or(b'?'),
             '€' => 0x80,
+            '…' => 0x85,
+            '−' => b'-',
             '‘' => 0x91,
             '’' => 0x92,
             '“' => 0x93,
@@ -452,6 +457,7 @@ mod tests {
     #[test]
     fn win_ansi_keeps_pharmacy_symbols() {
         assert_eq!(win_ansi("37.0 °C ± 0.5 µL"), b"37.0 \xb0C \xb1 0.5 \xb5L");
+        assert_eq!(win_ansi("98 mL − 0.98 g, f0415…"), b"98 mL - 0.98 g, f0415\x85");
         assert_eq!(win_ansi("≥"), b"?");
     }
 }

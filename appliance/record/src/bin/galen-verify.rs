@@ -42,12 +42,11 @@ fn main() -> ExitCode {
             println!("  entries exported   {}", r.exported_entries);
             println!("  chain sealed up to entry {} ({})", r.chain_entries, r.checkpoint_reason);
             println!("  checkpoint time    {} (appliance clock)", r.checkpoint_utc);
+            // Reset and restart counts are obfuscated by the TPM for owner-hierarchy keys.
             println!(
-                "  TPM clock          {} ms (reset {}, restart {}, {})",
+                "  TPM clock          {} ms powered, attested by the TPM ({})",
                 r.tpm_clock.clock_ms,
-                r.tpm_clock.reset_count,
-                r.tpm_clock.restart_count,
-                if r.tpm_clock.safe { "safe" } else { "NOT safe" }
+                if r.tpm_clock.safe { "safe" } else { "NOT safe: it may have gone back" }
             );
             println!("  key fingerprint    {}", r.public_key_fingerprint);
             println!("    compare it with the appliance's commissioning record");
