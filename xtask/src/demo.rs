@@ -46,7 +46,9 @@ pub(crate) fn run() -> Result<()> {
     steps.next("Start a software TPM and a private D-Bus daemon in a temporary directory");
     let services = Services::start()?;
     println!("    software TPM (swtpm)   {}", services.tpm_tcti);
+    println!("      answered TPM2_GetRandom with {}", services.tpm_random()?);
     println!("    private D-Bus daemon   {}", services.dbus_address);
+    println!("      answered org.freedesktop.DBus.GetId with {}", services.bus_id()?);
 
     steps.next("Record a personalised batch, sealed by the TPM, and export it for an inspector");
     let examples = root.join("recipes/examples");
@@ -87,7 +89,7 @@ pub(crate) fn run() -> Result<()> {
 
     println!("\nWhat ran: a TPMT intermediate metaboliser's azathioprine dose was computed by the");
     println!(
-        "recipe's signed rule, recorded in a hash chain MACed with a TPM-sealed key, signed by"
+        "recipe's personalisation rule, recorded in a hash chain MACed with a TPM-sealed key, signed by"
     );
     println!(
         "three people (each re-entering a PIN), sealed by TPM checkpoints, exported and verified."
