@@ -75,7 +75,13 @@ fn test(cargo_args: &[String]) -> Result<()> {
         services.tpm_tcti, services.dbus_address
     );
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--no-fail-fast"]).args(cargo_args);
+    cmd.args(["test", "--no-fail-fast"]);
+    // Naming packages narrows the run; without names, everything is tested.
+    let names_packages = cargo_args.iter().any(|a| a == "-p" || a.starts_with("--package"));
+    if !names_packages {
+        cmd.arg("--workspace");
+    }
+    cmd.args(cargo_args);
     cmd.envs(services.env());
     let result = process::run(&mut cmd);
     process::bail_if_interrupted()?;
