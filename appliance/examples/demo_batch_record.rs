@@ -2,7 +2,7 @@
 //! inspector. `cargo xtask demo` runs it; it stands in for the operator until `applianced` and
 //! `galenctl` exist, and uses the same record store they will.
 //!
-//! Usage: demo_batch_record <tcti> <output folder> <recipes/examples folder>
+//! Usage: demo_batch_record <tcti> <output folder> <TUF repository> <trusted root.json> <lab file>
 
 use std::path::{Path, PathBuf};
 
@@ -11,26 +11,60 @@ use galen_appliance::export::{MountedDir, write_bundle};
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewEntry, RecordStore};
 use galen_appliance::tpm::{Tpm, TpmConfig};
+use galen_recipes::model::Version;
 use galen_recipes::patient::{Patient, PatientId, Source, Sourced};
 use galen_recipes::quantity::{BodyWeight, Fixed};
-use galen_recipes::{authoring, personalise, pharmcat};
+use galen_recipes::tuf::intake::Intake;
+use galen_recipes::{personalise, pharmcat};
 use galen_record::signature::Meaning;
 use galen_record::{EntryKind, UtcMillis};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [tcti, out, examples] = args.as_slice() else {
-        bail!("usage: demo_batch_record <tcti> <output folder> <recipes/examples folder>");
+    let [tcti, out, repo, root, lab_path] = args.as_slice() else {
+        bail!(
+            "usage: demo_batch_record <tcti> <output folder> <TUF repository> <trusted root.json> <lab file>"
+        );
     };
     let out = PathBuf::from(out);
-    let examples = PathBuf::from(examples);
     std::fs::create_dir_all(&out)?;
-    // A fixed demo clock: the store never reads one itself.
-    let mut ms = 1_795_249_073_000i64;
-    let mut at = || {
-        ms += 1_000;
+    // The runtime reads the clock and hands time to the store, which never reads one itself.
+    let at = || {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         At::utc(UtcMillis(ms))
     };
+
+    // The appliance installs only what verifies against the root key shipped in its image.
+    let intake = Intake::new(
+        std::fs::read(root).context("reading the trusted root")?,
+        out.join("appliance/recipes"),
+        "galen-cu1",
+        Version::parse(env!("CARGO_PKG_VERSION")).context("appliance version")?,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report =
+        runtime.block_on(intake.from_directory(Path::new(repo), jiff::Timestamp::now()))?;
+    println!(
+        "    verified the repository as from a USB stick (root v{}, targets v{}, snapshot v{}, timestamp v{})",
+        report.versions.root,
+        report.versions.targets,
+        report.versions.snapshot,
+        report.versions.timestamp
+    );
+    for installed in &report.installed {
+        let r = &installed.recipe;
+        println!(
+            "      installed {} revision {} (sha256 {}…)",
+            r.id,
+            r.revision,
+            &installed.sha256[..16]
+        );
+    }
+    for refused in &report.refused {
+        println!("      refused {}: {}", refused.target, refused.reason);
+    }
 
     let tpm = Tpm::open(&TpmConfig {
         tcti: tcti.clone(),
@@ -56,13 +90,12 @@ fn main() -> Result<()> {
         "    users: pharmacist ada, verifier vic, QA quinn, inspector ida (PINs hashed with Argon2id)"
     );
 
-    let file = examples.join("azathioprine-oral-suspension.toml");
-    let text = std::fs::read_to_string(&file)?;
-    let recipe = authoring::parse(&file.display().to_string(), &text)
-        .map_err(|d| anyhow::anyhow!("{d}"))
-        .context("the example recipe does not lint")?;
-    let lab_path = examples.join("lab/tpmt-intermediate.tsv");
-    let lab = pharmcat::import("tpmt-intermediate.tsv", &std::fs::read(&lab_path)?)?;
+    let recipe = intake.load_installed("azathioprine-oral-suspension")?;
+    let lab_name = Path::new(lab_path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lab = pharmcat::import(&lab_name, &std::fs::read(lab_path)?)?;
     let patient = Patient {
         id: PatientId::new("P-0001")?,
         weight: Some(Sourced {

@@ -34,7 +34,7 @@ pub(crate) fn run() -> Result<()> {
         std::fs::remove_dir_all(&out).context("clearing target/galen-demo")?;
     }
     std::fs::create_dir_all(&out)?;
-    let mut steps = Steps { total: 6, done: 0 };
+    let mut steps = Steps { total: 8, done: 0 };
 
     steps.next("Install what the appliance needs (Debian packages)");
     setup::run(setup::Mode::Install)?;
@@ -50,8 +50,19 @@ pub(crate) fn run() -> Result<()> {
     println!("    private D-Bus daemon   {}", services.dbus_address);
     println!("      answered org.freedesktop.DBus.GetId with {}", services.bus_id()?);
 
-    steps.next("Record a personalised batch, sealed by the TPM, and export it for an inspector");
+    steps.next("Talk to the unit's instruments over real serial framing (emulators on ptys)");
+    instruments(&out.join("ports"))?;
+
+    steps.next("The manufacturer lints, signs and publishes the example recipes (TUF)");
+    let maker = out.join("manufacturer");
     let examples = root.join("recipes/examples");
+    let (keys, repo) = (maker.join("keys"), maker.join("repo"));
+    manufacturer(&root, &examples, &keys, &repo)?;
+
+    steps.next(
+        "The appliance installs the verified recipes, records a personalised batch sealed by its \
+         TPM, and exports it for an inspector",
+    );
     process::run(
         cargo()
             .args([
@@ -65,7 +76,9 @@ pub(crate) fn run() -> Result<()> {
             ])
             .arg(&services.tpm_tcti)
             .arg(&out)
-            .arg(&examples),
+            .arg(&repo)
+            .arg(keys.join("root.json"))
+            .arg(examples.join("lab/tpmt-intermediate.tsv")),
     )?;
     let bundle = out.join("stick/GALEN-EXPORT-B-20261121-001");
 
@@ -98,11 +111,104 @@ pub(crate) fn run() -> Result<()> {
     println!("    batch record (PDF)   {}", bundle.join("record.pdf").display());
     println!("    the whole export     {}", bundle.display());
     println!("    record database      {}", out.join("appliance/records.sqlite").display());
+    println!("    signed recipe repo   {}", repo.display());
     println!(
         "\nNot built yet: the simulated unit and its physics (issue 4), the supervisor that runs \
          batches on devices (7), the D-Bus API and galenctl (8), the touchscreen (9) and the \
          image (10). Each joins this demo when it lands."
     );
+    Ok(())
+}
+
+/// What the manufacturer does with the `recipe` tool: lint, make keys, publish, verify.
+fn manufacturer(root: &Path, examples: &Path, keys: &Path, repo: &Path) -> Result<()> {
+    let mut recipes: Vec<String> = std::fs::read_dir(examples)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    recipes.sort();
+    let (keys, repo) = (keys.display().to_string(), repo.display().to_string());
+    let root_json = format!("{keys}/root.json");
+    let lint: Vec<&str> =
+        std::iter::once("lint").chain(recipes.iter().map(String::as_str)).collect();
+    let publish: Vec<&str> = ["publish", "--repo", &repo, "--keys", &keys]
+        .into_iter()
+        .chain(recipes.iter().map(String::as_str))
+        .collect();
+    let tool = root.join("target/debug/recipe");
+    let here = root.display().to_string();
+    for args in [
+        lint,
+        vec!["keys", "--out", &keys],
+        publish,
+        vec!["verify", "--repo", &repo, "--root", &root_json],
+    ] {
+        println!("    $ recipe {}", args.join(" ").replace(&here, "."));
+        for line in process::output(Command::new(&tool).args(&args))?.lines() {
+            println!("      {}", line.replace(&here, "."));
+        }
+    }
+    Ok(())
+}
+
+/// Serves a balance, a syringe pump and a heater controller on ptys with `devices emulate`,
+/// and drives each with the service tool the way an engineer at the unit would.
+fn instruments(ports: &Path) -> Result<()> {
+    std::fs::create_dir_all(ports)?;
+    let devices = workspace_root().join("target/debug/devices");
+    let mut emulators = Vec::new();
+    for (protocol, name) in [("mt-sics", "balance"), ("new-era", "pump"), ("eurotherm", "heater")] {
+        let link = ports.join(name);
+        emulators.push(process::spawn(
+            Command::new(&devices)
+                .args(["emulate", protocol, "--link"])
+                .arg(&link)
+                .stdout(std::process::Stdio::null()),
+        )?);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !link.exists() {
+            if std::time::Instant::now() > deadline {
+                bail!("`devices emulate {protocol}` did not create {}", link.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        println!("    {name:<8} {protocol:<10} emulator on {}", link.display());
+    }
+    let port = |name: &str| ports.join(name).display().to_string();
+    for args in [
+        vec!["identify", "--port", &port("balance"), "--protocol", "mt-sics"],
+        vec!["weight", "--stable", "--port", &port("balance"), "--protocol", "mt-sics"],
+        vec![
+            "pump",
+            "--port",
+            &port("pump"),
+            "--protocol",
+            "new-era",
+            "--rate",
+            "6",
+            "--volume",
+            "0.05",
+        ],
+        vec![
+            "temperature",
+            "--port",
+            &port("heater"),
+            "--protocol",
+            "eurotherm",
+            "--set",
+            "37",
+            "--enable",
+        ],
+    ] {
+        println!("    $ devices {}", args.join(" "));
+        let out = process::output(Command::new(&devices).args(&args))?;
+        for line in out.lines() {
+            println!("      {line}");
+        }
+    }
+    drop(emulators);
+    println!("    stopped the emulators");
     Ok(())
 }
 
