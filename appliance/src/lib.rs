@@ -5,6 +5,7 @@
 //! Only this crate opens the record database, talks to the TPM and serves D-Bus; see
 //! ARCHITECTURE.md for the invariants that keep it that way.
 
+pub mod engine;
 pub mod export;
 pub mod records;
 pub mod tpm;
