@@ -1,2 +1,5 @@
 //! A simulated compounding unit for tests and demos: plant physics stepped with an explicit
 //! time, the `galen-devices` emulators served on ptys, and declarative fault scenarios.
+
+pub mod plant;
+pub mod rng;

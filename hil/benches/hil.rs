@@ -1,0 +1,3 @@
+//! hil benchmarks.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `hil`: runs a simulated unit by hand, or one scenario with a live log.
+
+fn main() {}
