@@ -108,6 +108,11 @@ impl Dispense {
         Self { spec, tuning, tare_g: 0.0, step: Step::NotStarted, lag_s: tuning.lag_s, top_ups: 0 }
     }
 
+    /// Whether [`Dispense::start`] has been called.
+    pub fn is_started(&self) -> bool {
+        !matches!(self.step, Step::NotStarted)
+    }
+
     /// The lag learned so far (s), for the record and for the next dispense.
     pub fn lag_s(&self) -> f64 {
         self.lag_s

@@ -2,6 +2,7 @@
 //! controllers. None of it touches a port, a clock, a database or D-Bus: readings and time come
 //! in as values, commands go out as values, and the runtime applies them.
 
+pub mod batch;
 pub mod dispense;
 pub mod safety;
 pub mod state;

@@ -1,0 +1,784 @@
+//! One batch in the engine: `(state, event, now) -> (state, outputs)` over a plan of phases.
+//!
+//! The batch consumes a closed [`Event`] enum and returns [`Output`]s for the runtime to apply
+//! in order. Two rules hold everywhere:
+//! - On any fault the first outputs are `StopAllPumps` and `HeaterOff`, before the batch is
+//!   held, the alarm raised and the entry recorded. Safety never waits for bookkeeping.
+//! - Phases run strictly in plan order; an operator event meant for another phase (a scan
+//!   while dispensing, a cleaning confirmation while heating) is refused, not queued.
+//!
+//! Time is the duration since the supervisor started, passed in with every event.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::dispense::{self, Dispense};
+use super::safety::{Fault, Monitor};
+use super::state::{self, Command, State};
+
+/// A pump of the unit, by the role the recipe gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pump {
+    Syringe,
+    Peristaltic,
+}
+
+/// A phase with concrete targets, ready to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Planned {
+    /// Check the scanned material, lot and expiry.
+    Scan { id: String, material: String },
+    /// Zero the balance with the empty vessel on it.
+    Tare { id: String },
+    /// Dispense by weight through a pump.
+    Dispense {
+        id: String,
+        material: String,
+        pump: Pump,
+        #[serde(skip)]
+        spec: dispense::Spec,
+    },
+    /// Heat to a target at no more than a ramp.
+    Heat { id: String, target_c: f64, ramp_c_per_min: f64 },
+    /// Keep within a band for a time (time counts only while in the band).
+    Hold { id: String, min_c: f64, max_c: f64, duration: Duration },
+    /// Run for a time (mixing).
+    Timed { id: String, duration: Duration },
+    /// Cool below a temperature within a time.
+    Cool { id: String, target_c: f64, within: Duration },
+    /// An operator confirms cleaning or changeover.
+    Clean { id: String, instruction: String },
+}
+
+impl Planned {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Scan { id, .. }
+            | Self::Tare { id }
+            | Self::Dispense { id, .. }
+            | Self::Heat { id, .. }
+            | Self::Hold { id, .. }
+            | Self::Timed { id, .. }
+            | Self::Cool { id, .. }
+            | Self::Clean { id, .. } => id,
+        }
+    }
+}
+
+/// What can happen to a batch. Closed: the runtime translates everything into one of these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An operator command (start, hold, restart, stop, abort).
+    Operator(Command),
+    /// The runtime applied the safe or restart outputs (pumps confirmed stopped, heater off).
+    OutputsSettled,
+    Balance {
+        grams: Option<f64>,
+        stable: bool,
+    },
+    Temperature {
+        celsius: Option<f64>,
+    },
+    /// The balance was tared.
+    Tared,
+    /// A material was scanned, with the label's expiry and today's date.
+    Scanned {
+        material: String,
+        lot: String,
+        expiry: Date,
+        today: Date,
+    },
+    /// The operator confirmed the cleaning phase.
+    CleaningConfirmed,
+    /// Time passed with nothing else to say.
+    Tick,
+    /// A fault detected outside the monitor (E-stop input, a device link lost).
+    Fault(Fault),
+}
+
+/// A calendar date (year, month, day), ordered by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Date(pub u16, pub u8, pub u8);
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.0, self.1, self.2)
+    }
+}
+
+/// What the runtime must do, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum Output {
+    StopAllPumps,
+    HeaterOff,
+    PumpRate {
+        pump: Pump,
+        ml_min: f64,
+    },
+    PumpStop {
+        pump: Pump,
+    },
+    HeaterSetpoint {
+        celsius: f64,
+    },
+    TareBalance,
+    /// The batch changed state.
+    State {
+        from: State,
+        to: State,
+    },
+    PhaseStarted {
+        index: usize,
+        id: String,
+    },
+    PhaseDone {
+        index: usize,
+        id: String,
+        result: String,
+    },
+    Alarm {
+        fault: Fault,
+        text: String,
+    },
+    /// Something went other than planned without being unsafe: a deviation for the record.
+    Deviation {
+        phase: String,
+        text: String,
+    },
+    /// An operator event was refused; nothing changed.
+    Refused {
+        text: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Running {
+    Waiting,
+    Dispensing { d: Dispense, pump: Pump },
+    Heating { start_c: Option<f64>, started: Duration, last_sp: Option<f64> },
+    Holding { in_band: Duration, last: Duration, out_noted: bool },
+    Timed { started: Duration },
+    Cooling { started: Duration },
+}
+
+/// One batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    state: State,
+    plan: Vec<Planned>,
+    index: usize,
+    phase: Running,
+    monitor: Monitor,
+    temp: Option<f64>,
+    setpoint: Option<f64>,
+    /// Completed phases must not be redone after a restart.
+    done: usize,
+}
+
+/// Hysteresis for "at temperature".
+const AT_TEMP_C: f64 = 0.5;
+
+impl Batch {
+    pub fn new(plan: Vec<Planned>, monitor: Monitor) -> Self {
+        Self {
+            state: State::Idle,
+            plan,
+            index: 0,
+            phase: Running::Waiting,
+            monitor,
+            temp: None,
+            setpoint: None,
+            done: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The phase running or next to run.
+    pub fn current_phase(&self) -> Option<&Planned> {
+        self.plan.get(self.index)
+    }
+
+    /// Handles one event at `now` and returns what to do.
+    pub fn handle(&mut self, event: Event, now: Duration) -> Vec<Output> {
+        let mut out = Vec::new();
+        match event {
+            Event::Operator(cmd) => self.operator(cmd, now, &mut out),
+            Event::OutputsSettled => self.settled(now, &mut out),
+            Event::Fault(f) => self.fault(f, &mut out),
+            Event::Balance { grams, stable } => {
+                if let Some(f) = self.monitor.balance(now, grams, stable) {
+                    self.fault(f, &mut out);
+                } else if let (Some(g), true) = (grams, self.state.drives_outputs()) {
+                    self.on_balance(g, stable, now, &mut out);
+                }
+            }
+            Event::Temperature { celsius } => {
+                self.temp = celsius;
+                let target = self.setpoint.filter(|_| self.state.drives_outputs());
+                if let Some(f) = self.monitor.heater(now, celsius, target) {
+                    self.fault(f, &mut out);
+                } else if self.state.drives_outputs() {
+                    self.on_time(now, &mut out);
+                }
+            }
+            Event::Tick => {
+                if let Some(f) = self.monitor.tick(now) {
+                    self.fault(f, &mut out);
+                } else if self.state.drives_outputs() {
+                    self.on_time(now, &mut out);
+                }
+            }
+            Event::Tared => {
+                if self.state.drives_outputs()
+                    && matches!(self.current_phase(), Some(Planned::Tare { .. }))
+                {
+                    self.finish_phase("tared".into(), now, &mut out);
+                } else {
+                    out.push(Output::Refused { text: "a tare was not asked for now".into() });
+                }
+            }
+            Event::Scanned { material, lot, expiry, today } => {
+                self.scanned(&material, &lot, expiry, today, now, &mut out)
+            }
+            Event::CleaningConfirmed => {
+                if self.state.drives_outputs()
+                    && matches!(self.current_phase(), Some(Planned::Clean { .. }))
+                {
+                    self.finish_phase("cleaning confirmed".into(), now, &mut out);
+                } else {
+                    out.push(Output::Refused { text: "cleaning is not the current step".into() });
+                }
+            }
+        }
+        out
+    }
+
+    fn transition(&mut self, cmd: Command, out: &mut Vec<Output>) -> bool {
+        match state::next(self.state, cmd) {
+            Ok(to) => {
+                out.push(Output::State { from: self.state, to });
+                self.state = to;
+                true
+            }
+            Err(e) => {
+                out.push(Output::Refused { text: e.to_string() });
+                false
+            }
+        }
+    }
+
+    fn operator(&mut self, cmd: Command, now: Duration, out: &mut Vec<Output>) {
+        match cmd {
+            Command::Hold | Command::Stop | Command::Abort => {
+                if self.state.drives_outputs() || matches!(self.state, State::Restarting) {
+                    // Leaving Running always makes the outputs safe first.
+                    out.extend([Output::StopAllPumps, Output::HeaterOff]);
+                    self.monitor.pump_commanded("all", now, 0.0);
+                }
+                self.transition(cmd, out);
+                if self.state == State::Aborted {
+                    out.extend([Output::StopAllPumps, Output::HeaterOff]);
+                }
+            }
+            Command::Start => {
+                if self.transition(cmd, out) {
+                    self.begin_phase(now, out);
+                }
+            }
+            Command::Restart => {
+                self.transition(cmd, out);
+            }
+            Command::Settled | Command::Finished => {
+                out.push(Output::Refused { text: format!("{cmd:?} is not an operator command") });
+            }
+        }
+    }
+
+    fn settled(&mut self, now: Duration, out: &mut Vec<Output>) {
+        match self.state {
+            State::Holding | State::Stopping | State::Aborting => {
+                self.transition(Command::Settled, out);
+            }
+            State::Restarting => {
+                let resumed = self.transition(Command::Settled, out);
+                if resumed {
+                    // The interrupted phase starts again from its beginning; finished phases
+                    // stay finished.
+                    self.index = self.done;
+                    self.begin_phase(now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fault(&mut self, fault: Fault, out: &mut Vec<Output>) {
+        out.extend([Output::StopAllPumps, Output::HeaterOff]);
+        self.setpoint = None;
+        out.push(Output::Alarm { text: fault.describe(), fault });
+        if matches!(self.state, State::Running | State::Restarting) {
+            self.transition(Command::Hold, out);
+        }
+    }
+
+    fn begin_phase(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let Some(phase) = self.plan.get(self.index).cloned() else {
+            self.monitor.set_mass_limit(None);
+            self.transition(Command::Finished, out);
+            return;
+        };
+        out.push(Output::PhaseStarted { index: self.index, id: phase.id().to_owned() });
+        self.phase = match &phase {
+            Planned::Scan { .. } | Planned::Clean { .. } => Running::Waiting,
+            Planned::Tare { .. } => {
+                out.push(Output::TareBalance);
+                Running::Waiting
+            }
+            Planned::Dispense { spec, pump, .. } => Running::Dispensing {
+                d: Dispense::new(*spec, dispense::Tuning::default()),
+                pump: *pump,
+            },
+            Planned::Heat { .. } => {
+                Running::Heating { start_c: self.temp, started: now, last_sp: None }
+            }
+            Planned::Hold { min_c, max_c, .. } => {
+                let mid = (min_c + max_c) / 2.0;
+                self.setpoint = Some(mid);
+                out.push(Output::HeaterSetpoint { celsius: mid });
+                Running::Holding { in_band: Duration::ZERO, last: now, out_noted: false }
+            }
+            Planned::Timed { .. } => Running::Timed { started: now },
+            Planned::Cool { .. } => {
+                self.setpoint = None;
+                out.push(Output::HeaterOff);
+                Running::Cooling { started: now }
+            }
+        };
+    }
+
+    fn finish_phase(&mut self, result: String, now: Duration, out: &mut Vec<Output>) {
+        let id = self.plan.get(self.index).map(|p| p.id().to_owned()).unwrap_or_default();
+        out.push(Output::PhaseDone { index: self.index, id, result });
+        self.index += 1;
+        self.done = self.index;
+        self.phase = Running::Waiting;
+        self.begin_phase(now, out);
+    }
+
+    fn on_balance(&mut self, grams: f64, stable: bool, now: Duration, out: &mut Vec<Output>) {
+        let Running::Dispensing { d, pump } = &mut self.phase else { return };
+        let pump = *pump;
+        let action = if d.is_started() {
+            d.reading(now, grams, stable)
+        } else if stable {
+            // The first stable reading of the phase is the zero of this dispense.
+            Some(d.start(grams))
+        } else {
+            return;
+        };
+        match action {
+            Some(dispense::Action::Rate { ml_min }) => {
+                let g_s = match self.plan.get(self.index) {
+                    Some(Planned::Dispense { spec, .. }) => ml_min * spec.density_g_ml / 60.0,
+                    _ => 0.0,
+                };
+                self.monitor.pump_commanded(pump_name(pump), now, g_s);
+                out.push(Output::PumpRate { pump, ml_min });
+            }
+            Some(dispense::Action::Stop) => {
+                self.monitor.pump_commanded(pump_name(pump), now, 0.0);
+                out.push(Output::PumpStop { pump });
+            }
+            Some(dispense::Action::Done(outcome)) => {
+                let text = match outcome {
+                    dispense::Outcome::Within { dispensed_g, top_ups } => {
+                        format!(
+                            "{dispensed_g:.2} g dispensed, within tolerance ({top_ups} top-up(s))"
+                        )
+                    }
+                    dispense::Outcome::Over { dispensed_g }
+                    | dispense::Outcome::Under { dispensed_g } => {
+                        let text = format!("{dispensed_g:.2} g dispensed, OUTSIDE tolerance");
+                        let phase = self
+                            .plan
+                            .get(self.index)
+                            .map(|p| p.id().to_owned())
+                            .unwrap_or_default();
+                        out.push(Output::Deviation { phase, text: text.clone() });
+                        text
+                    }
+                };
+                self.finish_phase(text, now, out);
+            }
+            None => {}
+        }
+    }
+
+    fn on_time(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let Some(phase) = self.plan.get(self.index).cloned() else { return };
+        match (&mut self.phase, &phase) {
+            (
+                Running::Heating { start_c, started, last_sp },
+                Planned::Heat { target_c, ramp_c_per_min, .. },
+            ) => {
+                let from = *start_c.get_or_insert(self.temp.unwrap_or(*target_c));
+                let minutes = now.saturating_sub(*started).as_secs_f64() / 60.0;
+                let sp = (from + ramp_c_per_min * minutes).min(*target_c);
+                // The comms setpoint is RAM-backed; still, only send changes that matter.
+                if last_sp.is_none_or(|l| (sp - l).abs() >= 0.1 || (sp == *target_c && l != sp)) {
+                    *last_sp = Some(sp);
+                    self.setpoint = Some(sp);
+                    out.push(Output::HeaterSetpoint { celsius: sp });
+                }
+                if self.temp.is_some_and(|t| (t - target_c).abs() <= AT_TEMP_C) {
+                    self.finish_phase(format!("reached {target_c:.1} °C"), now, out);
+                }
+            }
+            (
+                Running::Holding { in_band, last, out_noted },
+                Planned::Hold { min_c, max_c, duration, id },
+            ) => {
+                let dt = now.saturating_sub(*last);
+                *last = now;
+                let in_range = self.temp.is_some_and(|t| t >= *min_c && t <= *max_c);
+                if in_range {
+                    *in_band += dt;
+                    *out_noted = false;
+                } else if !*out_noted {
+                    *out_noted = true;
+                    out.push(Output::Deviation {
+                        phase: id.clone(),
+                        text: format!(
+                            "temperature left the band {min_c:.1}–{max_c:.1} °C; hold time paused"
+                        ),
+                    });
+                }
+                if *in_band >= *duration {
+                    self.finish_phase(format!("held {} s in band", duration.as_secs()), now, out);
+                }
+            }
+            (Running::Timed { started }, Planned::Timed { duration, .. })
+                if now.saturating_sub(*started) >= *duration =>
+            {
+                self.finish_phase(format!("ran {} s", duration.as_secs()), now, out);
+            }
+            (Running::Cooling { started }, Planned::Cool { target_c, within, id }) => {
+                if self.temp.is_some_and(|t| t <= *target_c) {
+                    self.finish_phase(format!("cooled below {target_c:.1} °C"), now, out);
+                } else if now.saturating_sub(*started) > *within {
+                    out.push(Output::Deviation {
+                        phase: id.clone(),
+                        text: format!("not below {target_c:.1} °C within {} s", within.as_secs()),
+                    });
+                    self.finish_phase("cooled late".into(), now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn scanned(
+        &mut self,
+        material: &str,
+        lot: &str,
+        expiry: Date,
+        today: Date,
+        now: Duration,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(Planned::Scan { material: expected, .. }) =
+            self.current_phase().filter(|_| self.state.drives_outputs()).cloned()
+        else {
+            out.push(Output::Refused { text: "no material scan is due now".into() });
+            return;
+        };
+        let problem = if material != expected {
+            Some(format!("scanned {material}, but this step needs {expected}"))
+        } else if lot.trim().is_empty() {
+            Some("the label has no lot number".into())
+        } else if expiry < today {
+            Some(format!("lot {lot} expired on {expiry}"))
+        } else {
+            None
+        };
+        match problem {
+            // A wrong scan changes nothing: the operator scans again.
+            Some(text) => out.push(Output::Refused { text }),
+            None => self.finish_phase(format!("{material} lot {lot}, expires {expiry}"), now, out),
+        }
+    }
+}
+
+fn pump_name(p: Pump) -> &'static str {
+    match p {
+        Pump::Syringe => "syringe pump",
+        Pump::Peristaltic => "peristaltic pump",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::safety::Limits;
+
+    /// Enough of a unit to close the loops: a vessel on a balance fed by a pump through tubing
+    /// with a lag, and a heater with thermal mass and losses. The full plant is galen-hil's.
+    #[derive(Debug)]
+    struct Unit {
+        mass: f64,
+        tare: f64,
+        flow_g_s: f64,
+        commanded_g_s: f64,
+        temp: f64,
+        setpoint: Option<f64>,
+        stalled: bool,
+    }
+
+    impl Unit {
+        fn new() -> Self {
+            Self {
+                mass: 80.0,
+                tare: 0.0,
+                flow_g_s: 0.0,
+                commanded_g_s: 0.0,
+                temp: 21.0,
+                setpoint: None,
+                stalled: false,
+            }
+        }
+        fn step(&mut self, dt: f64) {
+            let commanded = if self.stalled { 0.0 } else { self.commanded_g_s };
+            self.flow_g_s += (commanded - self.flow_g_s) * (dt / 0.8).min(1.0);
+            self.mass += self.flow_g_s * dt;
+            // A controller holding its setpoint with a 60 s time constant, 2 °C/s at most.
+            let goal = self.setpoint.unwrap_or(21.0);
+            self.temp += ((goal - self.temp) * dt / 60.0).clamp(-2.0 * dt, 2.0 * dt);
+        }
+        fn apply(&mut self, out: &[Output]) {
+            for o in out {
+                match o {
+                    Output::StopAllPumps | Output::PumpStop { .. } => self.commanded_g_s = 0.0,
+                    Output::PumpRate { ml_min, .. } => self.commanded_g_s = ml_min * 1.06 / 60.0,
+                    Output::HeaterOff => self.setpoint = None,
+                    Output::HeaterSetpoint { celsius } => self.setpoint = Some(*celsius),
+                    Output::TareBalance => self.tare = self.mass,
+                    _ => {}
+                }
+            }
+        }
+        fn readings(&self) -> [Event; 2] {
+            let g = ((self.mass - self.tare) * 100.0).round() / 100.0;
+            [
+                Event::Balance { grams: Some(g), stable: self.flow_g_s.abs() < 0.002 },
+                Event::Temperature { celsius: Some((self.temp * 10.0).round() / 10.0) },
+            ]
+        }
+    }
+
+    fn plan() -> Vec<Planned> {
+        vec![
+            Planned::Scan { id: "scan-vehicle".into(), material: "vehicle".into() },
+            Planned::Tare { id: "tare".into() },
+            Planned::Dispense {
+                id: "dispense-vehicle".into(),
+                material: "vehicle".into(),
+                pump: Pump::Peristaltic,
+                spec: dispense::Spec {
+                    target_g: 40.0,
+                    tolerance_g: 0.2,
+                    density_g_ml: 1.06,
+                    max_rate_ml_min: 60.0,
+                },
+            },
+            Planned::Heat { id: "heat".into(), target_c: 37.0, ramp_c_per_min: 10.0 },
+            Planned::Hold {
+                id: "hold".into(),
+                min_c: 36.0,
+                max_c: 38.0,
+                duration: Duration::from_secs(30),
+            },
+            Planned::Timed { id: "mix".into(), duration: Duration::from_secs(20) },
+            Planned::Cool { id: "cool".into(), target_c: 30.0, within: Duration::from_secs(1200) },
+            Planned::Clean { id: "clean".into(), instruction: "flush the line".into() },
+        ]
+    }
+
+    /// Runs the unit and batch together for `secs`, 100 ms a step, answering operator steps
+    /// the way a pharmacist would, and returns every output.
+    fn run(batch: &mut Batch, unit: &mut Unit, t0: &mut Duration, secs: u64) -> Vec<Output> {
+        let mut all = Vec::new();
+        for _ in 0..secs * 10 {
+            *t0 += Duration::from_millis(100);
+            unit.step(0.1);
+            let mut events: Vec<Event> = unit.readings().into();
+            events.push(Event::Tick);
+            match batch.current_phase() {
+                Some(Planned::Scan { .. }) if batch.state() == State::Running => {
+                    events.push(Event::Scanned {
+                        material: "vehicle".into(),
+                        lot: "L2026-11".into(),
+                        expiry: Date(2027, 6, 30),
+                        today: Date(2026, 11, 21),
+                    })
+                }
+                Some(Planned::Tare { .. }) if batch.state() == State::Running => {
+                    events.push(Event::Tared)
+                }
+                Some(Planned::Clean { .. }) if batch.state() == State::Running => {
+                    events.push(Event::CleaningConfirmed)
+                }
+                _ => {}
+            }
+            for e in events {
+                let out = batch.handle(e, *t0);
+                unit.apply(&out);
+                all.extend(out);
+            }
+            if batch.state().is_terminal() {
+                break;
+            }
+        }
+        all
+    }
+
+    fn phases_done(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::PhaseDone { id, result, .. } => Some(format!("{id}: {result}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_runs_every_phase_in_order_to_complete() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let mut unit = Unit::new();
+        let mut t = Duration::ZERO;
+        let mut out = batch.handle(Event::Operator(Command::Start), t);
+        out.extend(run(&mut batch, &mut unit, &mut t, 3_000));
+        assert_eq!(batch.state(), State::Complete, "{:#?}", &out[out.len().saturating_sub(10)..]);
+        let done = phases_done(&out);
+        let ids: Vec<&str> = done.iter().map(|d| d.split(':').next().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["scan-vehicle", "tare", "dispense-vehicle", "heat", "hold", "mix", "cool", "clean"]
+        );
+        assert!(done[2].contains("within tolerance"), "{}", done[2]);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Alarm { .. } | Output::Deviation { .. })),
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn a_stalled_pump_stops_everything_first_then_holds_and_a_restart_redoes_the_phase() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let mut unit = Unit::new();
+        let mut t = Duration::ZERO;
+        batch.handle(Event::Operator(Command::Start), t);
+        run(&mut batch, &mut unit, &mut t, 3);
+        assert!(matches!(batch.current_phase(), Some(Planned::Dispense { .. })));
+        unit.stalled = true;
+        let out = run(&mut batch, &mut unit, &mut t, 20);
+        let alarm = out.iter().position(|o| matches!(o, Output::Alarm { .. })).expect("an alarm");
+        assert_eq!(&out[alarm - 2..alarm], &[Output::StopAllPumps, Output::HeaterOff]);
+        assert!(
+            matches!(&out[alarm], Output::Alarm { fault: Fault::PumpStall { .. }, .. }),
+            "{:?}",
+            out[alarm]
+        );
+        assert_eq!(out[alarm + 1], Output::State { from: State::Running, to: State::Holding });
+        assert_eq!(batch.state(), State::Holding);
+        // Only once the runtime confirms the outputs are safe is the batch Held.
+        batch.handle(Event::OutputsSettled, t);
+        assert_eq!(batch.state(), State::Held);
+        unit.stalled = false;
+        batch.handle(Event::Operator(Command::Restart), t);
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert!(
+            out.contains(&Output::PhaseStarted { index: 2, id: "dispense-vehicle".into() }),
+            "{out:?}"
+        );
+        run(&mut batch, &mut unit, &mut t, 3_000);
+        assert_eq!(batch.state(), State::Complete);
+    }
+
+    #[test]
+    fn operator_events_for_another_step_are_refused_and_change_nothing() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let t = Duration::ZERO;
+        let refused = |out: Vec<Output>| matches!(out.as_slice(), [Output::Refused { .. }]);
+        assert!(refused(batch.handle(Event::CleaningConfirmed, t)), "before start");
+        batch.handle(Event::Operator(Command::Start), t);
+        assert!(refused(batch.handle(Event::Tared, t)), "tare before the scan");
+        assert!(refused(batch.handle(Event::CleaningConfirmed, t)));
+        let scan = |material: &str, lot: &str, expiry| Event::Scanned {
+            material: material.into(),
+            lot: lot.into(),
+            expiry,
+            today: Date(2026, 11, 21),
+        };
+        let wrong = batch.handle(scan("azathioprine", "L1", Date(2027, 1, 1)), t);
+        assert_eq!(
+            wrong,
+            vec![Output::Refused {
+                text: "scanned azathioprine, but this step needs vehicle".into()
+            }]
+        );
+        let expired = batch.handle(scan("vehicle", "L1", Date(2026, 11, 20)), t);
+        assert_eq!(expired, vec![Output::Refused { text: "lot L1 expired on 2026-11-20".into() }]);
+        assert!(refused(batch.handle(scan("vehicle", " ", Date(2027, 1, 1)), t)));
+        assert_eq!(batch.current_phase().map(Planned::id), Some("scan-vehicle"));
+        let ok = batch.handle(scan("vehicle", "L1", Date(2026, 11, 21)), t);
+        assert!(ok.contains(&Output::PhaseStarted { index: 1, id: "tare".into() }), "{ok:?}");
+        assert!(
+            refused(batch.handle(Event::Operator(Command::Restart), t)),
+            "restart while running"
+        );
+    }
+
+    #[test]
+    fn hold_and_abort_by_the_operator_make_outputs_safe_first() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let t = Duration::ZERO;
+        batch.handle(Event::Operator(Command::Start), t);
+        let out = batch.handle(Event::Operator(Command::Hold), t);
+        assert_eq!(&out[..2], &[Output::StopAllPumps, Output::HeaterOff]);
+        batch.handle(Event::OutputsSettled, t);
+        batch.handle(Event::Operator(Command::Abort), t);
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert_eq!(out[0], Output::State { from: State::Aborting, to: State::Aborted });
+        assert!(batch.state().is_terminal());
+    }
+
+    #[test]
+    fn leaving_the_hold_band_is_a_deviation_and_pauses_the_clock() {
+        let plan = vec![Planned::Hold {
+            id: "hold".into(),
+            min_c: 36.0,
+            max_c: 38.0,
+            duration: Duration::from_secs(10),
+        }];
+        let mut batch = Batch::new(plan, Monitor::new(Limits::default()));
+        let s = Duration::from_secs;
+        batch.handle(Event::Operator(Command::Start), s(0));
+        batch.handle(Event::Temperature { celsius: Some(37.0) }, s(0));
+        batch.handle(Event::Temperature { celsius: Some(37.0) }, s(6));
+        let out = batch.handle(Event::Temperature { celsius: Some(35.0) }, s(7));
+        assert!(matches!(out.as_slice(), [Output::Deviation { .. }]), "{out:?}");
+        batch.handle(Event::Temperature { celsius: Some(35.2) }, s(20));
+        assert_eq!(batch.state(), State::Running, "time out of band does not count");
+        batch.handle(Event::Temperature { celsius: Some(37.0) }, s(21));
+        let out = batch.handle(Event::Temperature { celsius: Some(37.0) }, s(25));
+        assert!(out.iter().any(|o| matches!(o, Output::PhaseDone { .. })), "{out:?}");
+        assert_eq!(batch.state(), State::Complete);
+    }
+}
