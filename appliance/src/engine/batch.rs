@@ -41,6 +41,10 @@ pub enum Planned {
         #[serde(skip)]
         spec: dispense::Spec,
     },
+    /// The operator adds a material by hand onto the balance and confirms.
+    ManualDispense { id: String, material: String, target_g: f64, tolerance_g: f64 },
+    /// Push a volume through a pump into waste (not weighed).
+    Prime { id: String, pump: Pump, volume_ml: f64, ml_min: f64 },
     /// Heat to a target at no more than a ramp.
     Heat { id: String, target_c: f64, ramp_c_per_min: f64 },
     /// Keep within a band for a time (time counts only while in the band).
@@ -59,6 +63,8 @@ impl Planned {
             Self::Scan { id, .. }
             | Self::Tare { id }
             | Self::Dispense { id, .. }
+            | Self::ManualDispense { id, .. }
+            | Self::Prime { id, .. }
             | Self::Heat { id, .. }
             | Self::Hold { id, .. }
             | Self::Timed { id, .. }
@@ -91,8 +97,8 @@ pub enum Event {
         expiry: Date,
         today: Date,
     },
-    /// The operator confirmed the cleaning phase.
-    CleaningConfirmed,
+    /// The operator confirms the current manual step (cleaning, a hand-weighed addition).
+    Confirmed,
     /// Time passed with nothing else to say.
     Tick,
     /// A fault detected outside the monitor (E-stop input, a device link lost).
@@ -162,6 +168,8 @@ enum Running {
     Heating { start_c: Option<f64>, started: Duration, last_sp: Option<f64> },
     Holding { in_band: Duration, last: Duration, out_noted: bool },
     Timed { started: Duration },
+    Manual { zero: Option<f64>, net: Option<f64> },
+    Priming { started: Duration, pump: Pump, duration: Duration },
     Cooling { started: Duration },
 }
 
@@ -247,15 +255,7 @@ impl Batch {
             Event::Scanned { material, lot, expiry, today } => {
                 self.scanned(&material, &lot, expiry, today, now, &mut out)
             }
-            Event::CleaningConfirmed => {
-                if self.state.drives_outputs()
-                    && matches!(self.current_phase(), Some(Planned::Clean { .. }))
-                {
-                    self.finish_phase("cleaning confirmed".into(), now, &mut out);
-                } else {
-                    out.push(Output::Refused { text: "cleaning is not the current step".into() });
-                }
-            }
+            Event::Confirmed => self.confirmed(now, &mut out),
         }
         out
     }
@@ -355,6 +355,16 @@ impl Batch {
                 Running::Holding { in_band: Duration::ZERO, last: now, out_noted: false }
             }
             Planned::Timed { .. } => Running::Timed { started: now },
+            Planned::ManualDispense { .. } => Running::Manual { zero: None, net: None },
+            Planned::Prime { pump, volume_ml, ml_min, .. } => {
+                out.push(Output::PumpRate { pump: *pump, ml_min: *ml_min });
+                let secs = if *ml_min > 0.0 { volume_ml / ml_min * 60.0 } else { 0.0 };
+                Running::Priming {
+                    started: now,
+                    pump: *pump,
+                    duration: Duration::from_secs_f64(secs),
+                }
+            }
             Planned::Cool { .. } => {
                 self.setpoint = None;
                 out.push(Output::HeaterOff);
@@ -373,6 +383,16 @@ impl Batch {
     }
 
     fn on_balance(&mut self, grams: f64, stable: bool, now: Duration, out: &mut Vec<Output>) {
+        if let Running::Manual { zero, net } = &mut self.phase {
+            // Only stable readings count: a hand on the pan is not a weight.
+            if stable {
+                let z = *zero.get_or_insert(grams);
+                *net = Some(grams - z);
+            } else {
+                *net = None;
+            }
+            return;
+        }
         let Running::Dispensing { d, pump } = &mut self.phase else { return };
         let pump = *pump;
         let action = if d.is_started() {
@@ -469,6 +489,13 @@ impl Batch {
             {
                 self.finish_phase(format!("ran {} s", duration.as_secs()), now, out);
             }
+            (Running::Priming { started, pump, duration }, Planned::Prime { volume_ml, .. })
+                if now.saturating_sub(*started) >= *duration =>
+            {
+                let pump = *pump;
+                out.push(Output::PumpStop { pump });
+                self.finish_phase(format!("primed {volume_ml:.1} mL"), now, out);
+            }
             (Running::Cooling { started }, Planned::Cool { target_c, within, id }) => {
                 if self.temp.is_some_and(|t| t <= *target_c) {
                     self.finish_phase(format!("cooled below {target_c:.1} °C"), now, out);
@@ -481,6 +508,43 @@ impl Batch {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn confirmed(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let phase = self.current_phase().filter(|_| self.state.drives_outputs()).cloned();
+        let net = match &self.phase {
+            Running::Manual { net, .. } => *net,
+            _ => None,
+        };
+        match phase {
+            Some(Planned::Clean { .. }) => self.finish_phase("cleaning confirmed".into(), now, out),
+            Some(Planned::ManualDispense { material, target_g, tolerance_g, id }) => {
+                match net {
+                    None => out.push(Output::Refused {
+                        text: "wait until the balance is stable, then confirm".into(),
+                    }),
+                    Some(g) if (g - target_g).abs() <= tolerance_g => self.finish_phase(
+                        format!("{g:.4} g of {material} added by hand, within tolerance"),
+                        now,
+                        out,
+                    ),
+                    Some(g) => {
+                        // Too little can be topped up; too much cannot be taken back.
+                        if g > target_g + tolerance_g {
+                            out.push(Output::Deviation {
+                            phase: id,
+                            text: format!("{g:.4} g of {material}: above {target_g:.4} ± {tolerance_g:.4} g"),
+                        });
+                        }
+                        out.push(Output::Refused {
+                        text: format!("{g:.4} g on the balance; this step needs {target_g:.4} ± {tolerance_g:.4} g"),
+                    });
+                    }
+                }
+            }
+            _ => out
+                .push(Output::Refused { text: "there is nothing to confirm at this step".into() }),
         }
     }
 
@@ -632,7 +696,7 @@ mod tests {
                     events.push(Event::Tared)
                 }
                 Some(Planned::Clean { .. }) if batch.state() == State::Running => {
-                    events.push(Event::CleaningConfirmed)
+                    events.push(Event::Confirmed)
                 }
                 _ => {}
             }
@@ -716,10 +780,10 @@ mod tests {
         let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
         let t = Duration::ZERO;
         let refused = |out: Vec<Output>| matches!(out.as_slice(), [Output::Refused { .. }]);
-        assert!(refused(batch.handle(Event::CleaningConfirmed, t)), "before start");
+        assert!(refused(batch.handle(Event::Confirmed, t)), "before start");
         batch.handle(Event::Operator(Command::Start), t);
         assert!(refused(batch.handle(Event::Tared, t)), "tare before the scan");
-        assert!(refused(batch.handle(Event::CleaningConfirmed, t)));
+        assert!(refused(batch.handle(Event::Confirmed, t)));
         let scan = |material: &str, lot: &str, expiry| Event::Scanned {
             material: material.into(),
             lot: lot.into(),
@@ -757,6 +821,38 @@ mod tests {
         let out = batch.handle(Event::OutputsSettled, t);
         assert_eq!(out[0], Output::State { from: State::Aborting, to: State::Aborted });
         assert!(batch.state().is_terminal());
+    }
+
+    #[test]
+    fn a_hand_weighed_addition_needs_a_stable_weight_within_tolerance() {
+        let plan = vec![Planned::ManualDispense {
+            id: "dispense-api".into(),
+            material: "azathioprine".into(),
+            target_g: 0.98,
+            tolerance_g: 0.005,
+        }];
+        let mut batch = Batch::new(plan, Monitor::new(Limits::default()));
+        let s = Duration::from_secs;
+        let weigh =
+            |b: &mut Batch, t, g, stable| b.handle(Event::Balance { grams: Some(g), stable }, s(t));
+        batch.handle(Event::Operator(Command::Start), s(0));
+        weigh(&mut batch, 1, 120.0, true);
+        weigh(&mut batch, 2, 120.5, false);
+        let moving = batch.handle(Event::Confirmed, s(2));
+        assert_eq!(
+            moving,
+            vec![Output::Refused { text: "wait until the balance is stable, then confirm".into() }]
+        );
+        weigh(&mut batch, 3, 120.9, true);
+        let short = batch.handle(Event::Confirmed, s(3));
+        assert!(
+            matches!(short.as_slice(), [Output::Refused { text }] if text.starts_with("0.9000 g on the balance")),
+            "{short:?}"
+        );
+        weigh(&mut batch, 4, 120.982, true);
+        let ok = batch.handle(Event::Confirmed, s(4));
+        assert!(ok.iter().any(|o| matches!(o, Output::PhaseDone { result, .. } if result.starts_with("0.9820 g of azathioprine"))), "{ok:?}");
+        assert_eq!(batch.state(), State::Complete);
     }
 
     #[test]

@@ -4,5 +4,6 @@
 
 pub mod batch;
 pub mod dispense;
+pub mod plan;
 pub mod safety;
 pub mod state;
