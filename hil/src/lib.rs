@@ -2,4 +2,6 @@
 //! time, the `galen-devices` emulators served on ptys, and declarative fault scenarios.
 
 pub mod plant;
+pub mod rig;
 pub mod rng;
+pub mod scenario;

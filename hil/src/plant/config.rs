@@ -38,7 +38,7 @@
 //! ml_per_rev = 0.5
 //! rollers = 3
 //! pulsation = 0.3        # relative amplitude of the roller pulses
-//! tubing_tau_s = 1.5     # compliance of the tube: first-order lag from pump to vessel
+//! tubing_tau_s = 0.5     # compliance of the tube: first-order lag from pump to vessel
 //! ramp_tau_s = 0.3
 //! ```
 
@@ -232,7 +232,7 @@ impl Default for PeristalticConfig {
             ml_per_rev: 0.5,
             rollers: 3,
             pulsation: 0.3,
-            tubing_tau_s: 1.5,
+            tubing_tau_s: 0.5,
             max_rpm: 220.0,
             ramp_tau_s: 0.3,
         }

@@ -345,7 +345,10 @@ impl Plant {
             self.vessel_c =
                 (c_before * self.vessel_c + added_c * self.ambient_c) / (c_before + added_c);
         }
-        if inflow.iter().any(|ml| ml.abs() > 1e-9) {
+        // A balance calls a load stable once it changes by less than its readability within
+        // its settling time; slower trickles (the tube's exponential tail) do not disturb it.
+        let threshold_ml_s = self.cfg.balance.readability_g / self.cfg.balance.settle_s;
+        if inflow.iter().any(|ml| ml.abs() / dt_s > threshold_ml_s) {
             self.last_disturbed_s = self.t_s + dt_s;
         }
         self.step_heat(dt_s);

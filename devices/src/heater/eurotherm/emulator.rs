@@ -103,6 +103,14 @@ impl EurothermEmulator {
         self.shared.lock().eeprom_writes
     }
 
+    /// Runs one pass of the control loop: output and status follow the plant's PV now. A real
+    /// controller does this continuously; without a call it happens on each Modbus request,
+    /// so a plant that heats between requests should call it at its own tick.
+    pub fn control(&self) {
+        let mut regs = self.shared.lock();
+        self.shared.update(&mut regs);
+    }
+
     /// Serves one host until it hangs up.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, mut io: T) -> io::Result<()> {
         let (master, mut inner) = tokio_serial::SerialStream::pair().map_err(io::Error::from)?;
