@@ -145,3 +145,36 @@ async fn watson_marlow_without_echo_and_gone_silent() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     insta::assert_snapshot!(report(&served, &out));
 }
+
+#[tokio::test]
+async fn new_era_alarm_is_acknowledged_with_a_status_query_and_never_restarts_the_pump() {
+    let model = NewEraModel { power_on_alarm: false, ..NewEraModel::default() };
+    let (_, port, served) = new_era(model);
+    let path = served.path().to_owned();
+    let mut pump = NewEraPump::new("syringe", connector(&path), policy(), options(Mode::Basic));
+    let mut out = String::new();
+    out += &show("rate", &pump.set_rate(FlowRate::new(2.0).unwrap()).await, &path);
+    served.transcript().note("plant: motor stalls (occlusion)");
+    port.raise_alarm(PumpAlarm::Stalled);
+    let run = pump.run().await;
+    assert!(
+        matches!(&run, Ok(Err(r)) if r.reason == galen_devices::RefusalReason::Alarm(PumpAlarm::Stalled)),
+        "{run:?}"
+    );
+    assert!(!port.commanded().running, "RUN was re-sent after the stall: the pump restarted");
+    out += &show("run", &run, &path);
+    out += &format!("running after run: {}\n", port.commanded().running);
+    served.transcript().note("emulator: the watchdog ran out");
+    port.raise_alarm(PumpAlarm::CommsTimeout);
+    let dispense = pump.dispense(Volume::new(1.0).unwrap()).await;
+    assert!(!port.commanded().running, "VOL/RUN was re-sent after the watchdog stop");
+    out += &show("dispense", &dispense, &path);
+    served.transcript().note("emulator: power interrupted");
+    port.raise_alarm(PumpAlarm::Reset);
+    out += &show("run", &pump.run().await, &path);
+    out += &format!("running after run: {}\n", port.commanded().running);
+    out += &format!("alarms: {:?}\n", pump.take_alarms());
+    // After the reset the setup is sent again; then the pump may run when asked afresh.
+    out += &show("status", &pump.status().await, &path);
+    insta::assert_snapshot!(report(&served, &out));
+}

@@ -1,6 +1,14 @@
 //! The NE-1000 driver. Every command gets exactly one reply; an alarm reply means the command
-//! was *not* executed, and the manual's acknowledgement is to send the command again, which the
-//! driver does once (recording the alarm for [`Pump::take_alarms`]).
+//! was *not* executed.
+//!
+//! **Alarms.** The driver acknowledges an alarm with the empty status query, which executes
+//! nothing, and records it for [`Pump::take_alarms`]. It never re-sends the caller's command:
+//! re-sending `RUN` or `VOL` after a stall (`A?S`), a watchdog stop (`A?T`) or a reset (`A?R`)
+//! would restart the pump against whatever stopped it. The caller gets
+//! [`RefusalReason::Alarm`] and decides. Only commands that cannot move liquid are sent again
+//! after the acknowledgement: the driver's own setup (`DIA`, `VOLML`), `STP` and bare queries;
+//! a status query is answered by the acknowledgement itself. After `A?R` the pump may have
+//! lost its settings, so the setup is sent again before the next command.
 
 use bytes::BytesMut;
 
@@ -62,28 +70,23 @@ impl<C: Connector> NewEraPump<C> {
         }))
     }
 
-    /// Sends `text` and returns the reply, acknowledging an alarm by sending again once.
+    /// Sends `text` and returns the reply. An alarm in reply is acknowledged with the status
+    /// query and refused ([`RefusalReason::Alarm`]); `text` is sent again only when it cannot
+    /// move liquid (see the module documentation).
     pub async fn command(&mut self, text: &str) -> DeviceResult<Reply> {
         if !self.configured {
             // After (re)opening: the syringe diameter and mL volume units, so that every figure
             // afterwards means what the caller thinks. Done before the caller's command.
-            self.configured = true;
             let dia = format!("DIA{}", format_number(self.options.syringe_diameter_mm));
             for setup in [dia.as_str(), "VOLML"] {
-                match self.exchange(setup).await {
+                match self.exchange(setup, true).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(refusal)) => {
-                        self.configured = false;
-                        return Ok(Err(refusal));
-                    }
-                    Err(e) => {
-                        self.configured = false;
-                        return Err(e);
-                    }
+                    other => return other,
                 }
             }
+            self.configured = true;
         }
-        let result = self.exchange(text).await;
+        let result = self.exchange(text, repeatable(text)).await;
         if matches!(result, Err(LinkError::PortGone { .. })) {
             // The pump may have been power-cycled with the port: configure again.
             self.configured = false;
@@ -91,30 +94,48 @@ impl<C: Connector> NewEraPump<C> {
         result
     }
 
-    async fn exchange(&mut self, text: &str) -> DeviceResult<Reply> {
-        let mut alarm = None;
-        for _ in 0..2 {
-            let reply = self.once(text).await?;
-            if let ReplyData::Alarm(a) = reply.data {
-                tracing::warn!(device = self.link.device(), alarm = %a, "pump alarm; re-sending to acknowledge");
-                self.alarms.push(a);
-                alarm = Some((a, reply));
-                continue;
-            }
-            if let ReplyData::Error(e) = reply.data {
-                let reason = match e {
-                    CommandError::Unknown => RefusalReason::UnknownCommand,
-                    CommandError::NotApplicable => RefusalReason::NotApplicable,
-                    CommandError::OutOfRange => RefusalReason::OutOfRange,
-                    CommandError::BadPacket => RefusalReason::BadPacket,
-                    CommandError::Ignored => RefusalReason::Ignored,
-                };
-                return Ok(Err(self.refusal(text, &reply, reason)));
-            }
-            return Ok(Ok(reply));
+    fn record(&mut self, alarm: PumpAlarm) {
+        tracing::warn!(device = self.link.device(), %alarm, "pump alarm; acknowledging with a status query");
+        self.alarms.push(alarm);
+        if alarm == PumpAlarm::Reset {
+            // Power was interrupted: the diameter and units may be gone.
+            self.configured = false;
         }
-        let (a, reply) = alarm.expect("the loop only repeats after an alarm");
-        Ok(Err(self.refusal(text, &reply, RefusalReason::Alarm(a))))
+    }
+
+    async fn exchange(&mut self, text: &str, repeatable: bool) -> DeviceResult<Reply> {
+        let mut reply = self.once(text).await?;
+        if let ReplyData::Alarm(alarm) = reply.data {
+            self.record(alarm);
+            // The acknowledgement: the status query, which executes nothing.
+            let status = self.once("").await?;
+            if let ReplyData::Alarm(again) = status.data {
+                self.record(again);
+                return Ok(Err(self.refusal(text, &status, RefusalReason::Alarm(again))));
+            }
+            if text.is_empty() {
+                reply = status;
+            } else if repeatable {
+                reply = self.once(text).await?;
+                if let ReplyData::Alarm(again) = reply.data {
+                    self.record(again);
+                    return Ok(Err(self.refusal(text, &reply, RefusalReason::Alarm(again))));
+                }
+            } else {
+                return Ok(Err(self.refusal(text, &reply, RefusalReason::Alarm(alarm))));
+            }
+        }
+        if let ReplyData::Error(e) = reply.data {
+            let reason = match e {
+                CommandError::Unknown => RefusalReason::UnknownCommand,
+                CommandError::NotApplicable => RefusalReason::NotApplicable,
+                CommandError::OutOfRange => RefusalReason::OutOfRange,
+                CommandError::BadPacket => RefusalReason::BadPacket,
+                CommandError::Ignored => RefusalReason::Ignored,
+            };
+            return Ok(Err(self.refusal(text, &reply, reason)));
+        }
+        Ok(Ok(reply))
     }
 
     async fn once(&mut self, text: &str) -> Result<Reply, LinkError> {
@@ -136,6 +157,12 @@ impl<C: Connector> NewEraPump<C> {
             reason,
         }
     }
+}
+
+/// Whether `text` may be sent again after an alarm: it cannot start the motor or change what
+/// a run would do. `STP` (stopping twice is harmless) and bare queries.
+fn repeatable(text: &str) -> bool {
+    matches!(text, "" | "STP" | "VER" | "DIS" | "DIA" | "RAT" | "VOL" | "DIR")
 }
 
 fn motion(prompt: Prompt) -> Motion {
