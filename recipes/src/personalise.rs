@@ -16,6 +16,12 @@
 //!    vehicle mass = volume × vehicle density − active mass (made up to volume by weight).
 //!    Masses are rounded half away from zero to 0.0001 g, volumes to 0.01 mL.
 //! 5. Each personalised dispense mass must lie in its phase's manufacturer bounds, or refuse.
+//!
+//! # Bounds and pharmacogenomic reductions
+//! A reduced dose (factor below 1) is never raised to the daily minimum: that would undo part of
+//! the reduction the table row prescribes, so it is a refusal that needs QA. Any other clamp
+//! needs QA approval. When the row gives a guideline range, the effective factor (final daily
+//! dose ÷ base daily dose) must lie inside it, or the evaluation refuses and needs QA.
 
 use std::fmt::{self, Write as _};
 
@@ -27,7 +33,7 @@ use crate::model::{
 };
 use crate::patient::{Patient, Source};
 use crate::pgx::Gene;
-use crate::quantity::{Fixed, Mass, Milligrams, Volume};
+use crate::quantity::{Factor, Fixed, Mass, Milligrams, Volume};
 
 /// Process parameters computed for one patient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,6 +140,31 @@ pub enum RefusalKind {
         /// Highest.
         max: String,
     },
+    /// A pharmacogenomic reduction gives a daily dose below the rule's minimum; raising it
+    /// would undo part of the reduction, so the appliance does not clamp.
+    #[error(
+        "the reduced daily dose {value} (factor {factor}) is below the rule's minimum {min}; raising it would undo part of the reduction, so a QA decision is needed"
+    )]
+    ReducedBelowMinimum {
+        /// Reduced daily dose.
+        value: String,
+        /// The row's factor.
+        factor: String,
+        /// The rule's minimum daily dose.
+        min: String,
+    },
+    /// The effective factor after bounds is outside the row's guideline range.
+    #[error(
+        "the effective factor {effective} (final ÷ base daily dose) is outside the guideline's {min}–{max}; a QA decision is needed"
+    )]
+    OutsideGuideline {
+        /// Final daily dose ÷ base daily dose.
+        effective: String,
+        /// Guideline's lowest factor.
+        min: String,
+        /// Guideline's highest factor.
+        max: String,
+    },
     /// A computed mass is outside what a phase may dispense.
     #[error("phase {phase}: {value} is outside its bounds {min}–{max}")]
     OutsideProcessBounds {
@@ -181,6 +212,9 @@ pub struct Explanation {
     pub needs_qa: bool,
     /// Entries a second person must verify.
     pub second_person: Vec<Entry>,
+    /// Remarks in words: clamps, certainty modifiers, why QA is needed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The rule that was applied.
@@ -293,6 +327,12 @@ impl Explanation {
                 let _ = writeln!(s, "  {} {} is {action} ({}–{})", b.what, b.value, b.min, b.max);
             }
         }
+        if !self.notes.is_empty() {
+            s.push_str("Notes:\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "  {n}");
+            }
+        }
         let _ = writeln!(s, "Outcome: {}", self.outcome);
         let _ = writeln!(s, "QA approval needed: {}", if self.needs_qa { "yes" } else { "no" });
         if !self.second_person.is_empty() {
@@ -330,6 +370,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
         outcome: String::new(),
         needs_qa: false,
         second_person: recipe.second_person.iter().copied().collect(),
+        notes: Vec::new(),
     };
     let Some(rule) = &recipe.personalisation else {
         ex.outcome = "compound with the recipe's fixed quantities".to_owned();
@@ -458,18 +499,22 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
     ex.row = Some(RowRef { number: index + 1, label: row.label.clone() });
 
     // 4. The row's outcome.
-    let (factor, active, row_qa) = match &row.outcome {
+    let (factor, guideline, active, row_qa) = match &row.outcome {
         Outcome::Refuse { reason } => {
             let kind = RefusalKind::NotForThisPatient { reason: reason.clone() };
             return Err(refuse(ex, kind, rule.needs_qa));
         }
-        Outcome::Dose { factor, active, needs_qa, .. } => {
-            (*factor, active.clone().unwrap_or_else(|| rule.product.active.clone()), *needs_qa)
-        }
+        Outcome::Dose { factor, guideline, active, needs_qa } => (
+            *factor,
+            *guideline,
+            active.clone().unwrap_or_else(|| rule.product.active.clone()),
+            *needs_qa,
+        ),
     };
     let needs_qa = rule.needs_qa || row_qa;
-    match compute(recipe, rule, weight, factor, &active, &mut ex) {
+    match compute(recipe, rule, weight, (factor, guideline), &active, &mut ex) {
         Ok(parameters) => {
+            let needs_qa = needs_qa || parameters.needs_qa;
             let parameters = Parameters { needs_qa, ..parameters };
             ex.needs_qa = needs_qa;
             ex.outcome = format!(
@@ -497,12 +542,13 @@ fn range_err(what: &str) -> impl Fn(crate::quantity::OutOfRange) -> (RefusalKind
     move |e| (RefusalKind::Arithmetic { what: what.to_owned(), why: e.to_string() }, true)
 }
 
-/// Step 4's arithmetic and step 5's process bounds.
+/// Step 4's arithmetic and step 5's process bounds. `needs_qa` in the result is set when the
+/// daily dose was clamped.
 fn compute(
     recipe: &Recipe,
     rule: &crate::model::Personalisation,
     weight: Option<crate::quantity::BodyWeight>,
-    factor: crate::quantity::Factor,
+    (factor, guideline): (Factor, Option<Bounds<Factor>>),
     active: &Ident,
     ex: &mut Explanation,
 ) -> Result<Parameters, (RefusalKind, bool)> {
@@ -535,22 +581,36 @@ fn compute(
         result: format!("{adjusted} mg"),
     });
     let b = rule.dose.daily;
-    let (daily, action) = if adjusted < b.min.value() {
-        (b.min.value(), BoundAction::ClampedToMin)
-    } else if adjusted > b.max.value() {
-        (b.max.value(), BoundAction::ClampedToMax)
-    } else {
-        (adjusted, BoundAction::Within)
-    };
-    let refused = action != BoundAction::Within && rule.dose.out_of_bounds == OutOfBounds::Refuse;
-    ex.bounds.push(BoundLine {
+    let below = adjusted < b.min.value();
+    let above = adjusted > b.max.value();
+    let bound_line = |action| BoundLine {
         what: "daily dose".into(),
         value: format!("{adjusted} mg"),
         min: b.min.to_string(),
         max: b.max.to_string(),
-        action: if refused { BoundAction::Refused } else { action },
-    });
-    if refused {
+        action,
+    };
+    if below && factor.value() < Fixed::ONE {
+        // Raising a reduced dose to the minimum would silently give more than the row says.
+        ex.bounds.push(bound_line(BoundAction::Refused));
+        ex.notes.push(format!(
+            "the table row reduces the dose to {} of the base dose; {adjusted} mg is below the \
+             minimum {}, and raising it would give the patient more than the row prescribes, so \
+             the appliance does not clamp",
+            factor.value(),
+            b.min
+        ));
+        return Err((
+            RefusalKind::ReducedBelowMinimum {
+                value: format!("{adjusted} mg"),
+                factor: factor.value().to_string(),
+                min: b.min.to_string(),
+            },
+            true,
+        ));
+    }
+    if (below || above) && rule.dose.out_of_bounds == OutOfBounds::Refuse {
+        ex.bounds.push(bound_line(BoundAction::Refused));
         return Err((
             RefusalKind::DoseOutOfBounds {
                 value: format!("{adjusted} mg"),
@@ -559,6 +619,55 @@ fn compute(
             },
             false,
         ));
+    }
+    let (daily, action) = if below {
+        (b.min.value(), BoundAction::ClampedToMin)
+    } else if above {
+        (b.max.value(), BoundAction::ClampedToMax)
+    } else {
+        (adjusted, BoundAction::Within)
+    };
+    ex.bounds.push(bound_line(action));
+    let clamped = action != BoundAction::Within;
+    if clamped {
+        ex.notes.push(format!(
+            "the daily dose was {} ({adjusted} mg → {daily} mg); a clamped dose needs QA approval",
+            if below { "raised to the rule's minimum" } else { "lowered to the rule's maximum" }
+        ));
+    }
+    if clamped || guideline.is_some() {
+        let effective = daily.checked_div(base).map_err(arith("effective factor"))?;
+        ex.steps.push(Step {
+            what: "effective factor".into(),
+            expression: format!("{daily} mg ÷ {base} mg"),
+            result: effective.to_string(),
+        });
+        if let Some(g) = guideline {
+            let within = g.min.value() <= effective && effective <= g.max.value();
+            ex.bounds.push(BoundLine {
+                what: "effective factor against the guideline".into(),
+                value: effective.to_string(),
+                min: g.min.value().to_string(),
+                max: g.max.value().to_string(),
+                action: if within { BoundAction::Within } else { BoundAction::Refused },
+            });
+            if !within {
+                ex.notes.push(format!(
+                    "after bounds the patient would get {effective} of the base dose, outside \
+                     the {}–{} the guideline gives for this row",
+                    g.min.value(),
+                    g.max.value()
+                ));
+                return Err((
+                    RefusalKind::OutsideGuideline {
+                        effective: effective.to_string(),
+                        min: g.min.value().to_string(),
+                        max: g.max.value().to_string(),
+                    },
+                    true,
+                ));
+            }
+        }
     }
     let daily_dose = Milligrams::new(daily).map_err(range_err("daily dose"))?;
     let total = daily
@@ -630,7 +739,7 @@ fn compute(
         active_mass,
         volume,
         vehicle_mass,
-        needs_qa: false,
+        needs_qa: clamped,
     };
     for (_, _, phase) in recipe.phases() {
         let PhaseKind::Dispense { target, .. } = &phase.kind else { continue };

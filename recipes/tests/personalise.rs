@@ -314,3 +314,77 @@ fn consumer_genome_files_are_refused_with_a_clear_message() {
     let err = pharmcat::import("consumer-raw-genome.txt", &bytes).unwrap_err();
     insta::assert_snapshot!(err.to_string());
 }
+
+/// The azathioprine example with `from` replaced by `to`.
+fn edited(from: &str, to: &str) -> Recipe {
+    let base =
+        std::fs::read_to_string(examples().join("azathioprine-oral-suspension.toml")).unwrap();
+    assert!(base.contains(from), "`{from}` is not in the example");
+    authoring::parse("aza.toml", &base.replacen(from, to, 1)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Clamping never undoes a pharmacogenomic reduction, every clamp needs QA, and the effective
+/// factor is checked against the row's guideline range.
+#[test]
+fn clamp_and_guideline_explanations() {
+    let r = example("azathioprine-oral-suspension");
+    let nm = || gene(Some("Normal Metabolizer"), Some("*1/*1"));
+    let im = || gene(Some("Intermediate Metabolizer"), Some("*1/*3A"));
+    let pm = || gene(Some("Poor Metabolizer"), Some("*3A/*3A"));
+    let min_10 = edited("daily_mg = { min = 5, max = 200 }", "daily_mg = { min = 10, max = 200 }");
+    let max_40 = edited("daily_mg = { min = 5, max = 200 }", "daily_mg = { min = 5, max = 40 }");
+    let cases: Vec<(&str, &Recipe, Patient)> = vec![
+        (
+            "3 kg, TPMT intermediate: 3 mg is not raised to 5 mg",
+            &r,
+            patient(Some("3"), &[("TPMT", im()), ("NUDT15", nm())]),
+        ),
+        (
+            "20 kg, TPMT poor: 4 mg is not raised to 5 mg",
+            &r,
+            patient(Some("20"), &[("TPMT", pm()), ("NUDT15", nm())]),
+        ),
+        (
+            "3 kg, both normal, minimum 10 mg: raised with QA",
+            &min_10,
+            patient(Some("3"), &[("TPMT", nm()), ("NUDT15", nm())]),
+        ),
+        (
+            "140 kg, both normal: lowered to 200 mg with QA",
+            &r,
+            patient(Some("140"), &[("TPMT", nm()), ("NUDT15", nm())]),
+        ),
+        (
+            "60 kg, TPMT intermediate, maximum 40 mg: effective 0.333 within 0.3-0.8",
+            &max_40,
+            patient(Some("60"), &[("TPMT", im()), ("NUDT15", nm())]),
+        ),
+        (
+            "72.35 kg, TPMT intermediate, maximum 40 mg: effective 0.276 below 0.3",
+            &max_40,
+            patient(Some("72.35"), &[("TPMT", im()), ("NUDT15", nm())]),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, r, p) in &cases {
+        out.push_str(&format!("## {name}\n{}\n", check(r, p)));
+    }
+    insta::assert_snapshot!(out);
+
+    let needs_qa = |r: &Recipe, p: &Patient| match personalise::evaluate(r, p) {
+        Ok(e) => (true, e.parameters.unwrap().needs_qa),
+        Err(refusal) => (false, refusal.needs_qa),
+    };
+    let [reduced_3kg, poor_20kg, raised, lowered, within, outside] =
+        [0, 1, 2, 3, 4, 5].map(|i| needs_qa(cases[i].1, &cases[i].2));
+    assert_eq!(reduced_3kg, (false, true), "a reduction is never clamped upward");
+    assert_eq!(poor_20kg, (false, true));
+    assert_eq!(raised, (true, true), "any clamp needs QA");
+    assert_eq!(lowered, (true, true));
+    assert_eq!(within, (true, true));
+    assert_eq!(outside, (false, true), "outside the guideline refuses");
+    let refusal = personalise::evaluate(cases[0].1, &cases[0].2).unwrap_err();
+    assert!(matches!(refusal.kind, RefusalKind::ReducedBelowMinimum { .. }), "{:?}", refusal.kind);
+    let refusal = personalise::evaluate(cases[5].1, &cases[5].2).unwrap_err();
+    assert!(matches!(refusal.kind, RefusalKind::OutsideGuideline { .. }), "{:?}", refusal.kind);
+}
