@@ -218,6 +218,53 @@ async fn metadata_rollback_and_revision_rollback_are_refused() {
     assert_eq!(aza.reason.to_string(), "revision rollback: revision 2 is installed, offered 1");
 }
 
+/// A recipe dropped from the signed targets is withdrawn: reported, persisted, not loadable,
+/// until the manufacturer lists it again.
+#[tokio::test]
+async fn a_recipe_removed_from_targets_is_withdrawn() {
+    let maker = Maker::new(false).await;
+    let files = example_files();
+    maker.publish(&files, expiries()).await;
+    let state = tempfile::tempdir().unwrap();
+    let intake = unit(&maker.root, state.path());
+    let report = intake.from_directory(&maker.repo(), Timestamp::now()).await.unwrap();
+    assert_eq!(report.installed.len(), 3);
+    assert!(report.withdrawn.is_empty());
+
+    // The same keys, a repository without folate-mthfr, at higher metadata versions.
+    let other = tempfile::tempdir().unwrap();
+    let root_file = maker.dir.path().join("keys/root.json");
+    let publish_other = |batch: Vec<(String, Vec<u8>)>| {
+        let (path, keys, root_file) = (other.path().to_owned(), maker.keys(), root_file.clone());
+        async move {
+            publish::publish(&path, Some(&root_file), &keys, &batch, expiries(), &mut |_| {})
+                .await
+                .unwrap();
+        }
+    };
+    publish_other(files[..2].to_vec()).await;
+    publish_other(files[..2].to_vec()).await;
+    let report = intake.from_directory(other.path(), Timestamp::now()).await.unwrap();
+    assert_eq!(report.withdrawn, ["folate-mthfr"]);
+    assert_eq!(report.unchanged.len(), 2);
+    let err = intake.load_installed("folate-mthfr").unwrap_err();
+    assert!(matches!(&err, IntakeError::Withdrawn { id } if id == "folate-mthfr"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "recipe folate-mthfr was withdrawn: the manufacturer's latest signed targets no longer list it"
+    );
+    intake.load_installed("azathioprine-oral-suspension").unwrap();
+    // Persisted: a unit restarted on the same state still refuses it.
+    let restarted = unit(&maker.root, state.path());
+    assert!(matches!(restarted.load_installed("folate-mthfr"), Err(IntakeError::Withdrawn { .. })));
+
+    // Listed again: loadable again.
+    publish_other(files.clone()).await;
+    let report = restarted.from_directory(other.path(), Timestamp::now()).await.unwrap();
+    assert!(report.withdrawn.is_empty());
+    assert_eq!(restarted.load_installed("folate-mthfr").unwrap().revision, 1);
+}
+
 #[tokio::test]
 async fn expired_metadata_is_refused_by_tough_and_by_the_given_now() {
     let maker = Maker::new(false).await;

@@ -5,7 +5,9 @@
 //! `state_dir/tuf/` is tough's datastore (the last trusted root, timestamp, snapshot, targets
 //! and `latest_known_time.json`); `state_dir/state.json` is ours: the highest metadata versions
 //! seen and, per recipe id, the installed revision and hash; `state_dir/installed/<id>/<rev>.toml`
-//! holds the verified recipe files. Both must live on persistent storage: rollback protection is
+//! holds the verified recipe files. An installed recipe that the latest verified targets no
+//! longer list is marked withdrawn in `state.json` and [`Intake::load_installed`] refuses it
+//! (until a later signed targets lists it again). Both must live on persistent storage: rollback protection is
 //! only as good as this state (a later step anchors the versions in a TPM NV counter).
 //!
 //! # Time
@@ -118,6 +120,14 @@ pub enum IntakeError {
     /// Anything else tough reports.
     #[error("repository refused: {0}")]
     Other(String),
+    /// The manufacturer withdrew the recipe: the latest verified targets no longer list it.
+    #[error(
+        "recipe {id} was withdrawn: the manufacturer's latest signed targets no longer list it"
+    )]
+    Withdrawn {
+        /// Recipe id.
+        id: String,
+    },
 }
 
 /// Why one recipe was not installed.
@@ -198,6 +208,9 @@ pub struct IntakeReport {
     pub unchanged: Vec<String>,
     /// Refused, each with its reason.
     pub refused: Vec<Refused>,
+    /// Installed recipe ids that the verified targets no longer list: withdrawn, no longer
+    /// loadable.
+    pub withdrawn: Vec<String>,
 }
 
 /// Metadata versions.
@@ -226,6 +239,9 @@ struct State {
 struct InstalledEntry {
     revision: u32,
     sha256: String,
+    /// The latest verified targets no longer list this recipe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    withdrawn: bool,
 }
 
 /// The appliance's recipe intake.
@@ -290,7 +306,7 @@ impl Intake {
         self.load(transport, join("metadata/")?, join("targets/")?, now).await
     }
 
-    /// The recipes installed so far: id → (revision, SHA-256).
+    /// The recipes installed so far, withdrawn ones included: id → (revision, SHA-256).
     pub fn installed(&self) -> Result<BTreeMap<String, (u32, String)>, IntakeError> {
         Ok(self
             .read_state()?
@@ -307,6 +323,9 @@ impl Intake {
             .recipes
             .get(id)
             .ok_or_else(|| IntakeError::Config(format!("recipe {id} is not installed")))?;
+        if entry.withdrawn {
+            return Err(IntakeError::Withdrawn { id: id.to_owned() });
+        }
         let path = self.recipe_path(id, entry.revision);
         let bytes = std::fs::read(&path)
             .map_err(|source| IntakeError::State { path: path.clone(), source })?;
@@ -382,9 +401,18 @@ impl Intake {
             installed: Vec::new(),
             unchanged: Vec::new(),
             refused: Vec::new(),
+            withdrawn: Vec::new(),
         };
         let mut targets: Vec<_> = repo.all_targets().map(|(n, t)| (n.clone(), t.clone())).collect();
         targets.sort_by(|a, b| a.0.raw().cmp(b.0.raw()));
+        // Withdrawal: an installed recipe whose target the verified metadata no longer lists.
+        for (id, entry) in &mut state.recipes {
+            let listed = targets.iter().any(|(n, _)| n.raw() == super::target_name(id));
+            entry.withdrawn = !listed;
+            if !listed {
+                report.withdrawn.push(id.clone());
+            }
+        }
         for (name, target) in targets {
             let refuse = |reason| Refused { target: name.raw().to_owned(), reason };
             let custom = match self.check_custom(&name, &target, &state) {
@@ -417,7 +445,11 @@ impl Intake {
             write_atomic(&path, &bytes)?;
             state.recipes.insert(
                 recipe.id.to_string(),
-                InstalledEntry { revision: recipe.revision, sha256: sha256.clone() },
+                InstalledEntry {
+                    revision: recipe.revision,
+                    sha256: sha256.clone(),
+                    withdrawn: false,
+                },
             );
             report.installed.push(Installed { recipe, sha256, path });
         }
