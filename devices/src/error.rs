@@ -140,6 +140,11 @@ pub enum RefusalReason {
         /// What the device reports.
         read: String,
     },
+    /// A continuous stream ignored `SI` and was stopped only by the reset `@`, which clears the
+    /// tare: the stream is over, but every weight from now on is gross until the caller tares
+    /// again.
+    #[error("the stream ignored `SI` and was stopped with `@`: the tare was cleared")]
+    TareCleared,
     /// The protocol has no command for this operation; nothing was sent.
     #[error("not supported by this protocol: {0}")]
     Unsupported(&'static str),

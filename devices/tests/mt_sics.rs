@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{connector, policy, report, show};
 use galen_devices::Balance;
-use galen_devices::balance::mt_sics::{MtSicsBalance, MtSicsEmulator, MtSicsModel};
+use galen_devices::balance::mt_sics::{MtSicsBalance, MtSicsEmulator, MtSicsModel, StreamCancel};
 use galen_devices::balance::{ManualWeight, Wait};
 use galen_devices::emulator::Fault;
 use galen_devices::pty::Served;
@@ -157,4 +157,42 @@ async fn a_port_that_vanishes_and_returns_is_reopened_with_backoff() {
         "{first}-- unplugged, replugged --\n{}--\n{out}",
         again.transcript().render()
     ));
+}
+
+#[tokio::test]
+async fn a_stream_that_ignores_si_is_reset_and_the_cleared_tare_is_reported() {
+    let (_, weight, served) =
+        start(MtSicsModel { stream_cancel: StreamCancel::ResetOnly, ..model() }, 5.0);
+    let port = served.path().to_owned();
+    let mut balance = MtSicsBalance::new("balance", connector(&port), policy());
+    balance.tare().await.unwrap().unwrap();
+    weight.set(7.5, true);
+    balance.start_stream().await.unwrap().unwrap();
+    balance.next_streamed().await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    let stopped = balance.stop_stream().await;
+    // Bounded: SI's window plus @'s, each at most the request timeout.
+    assert!(started.elapsed() <= policy().timeout * 2 + Duration::from_millis(200));
+    let refusal = stopped.unwrap().unwrap_err();
+    assert_eq!(refusal.reason, galen_devices::RefusalReason::TareCleared, "{refusal}");
+    // The stream is over and the weight is gross now: the tare really was cleared.
+    let after = balance.read(Wait::Stable).await.unwrap().unwrap();
+    assert_eq!(after.to_string(), "7.5 g (stable)");
+    assert!(served.transcript().render().contains("-> \"@\\r\\n\""));
+}
+
+#[tokio::test]
+async fn a_stream_that_never_stops_is_a_link_error_within_the_deadline() {
+    let (_, _, served) = start(MtSicsModel { stream_cancel: StreamCancel::Never, ..model() }, 5.0);
+    let port = served.path().to_owned();
+    let mut balance = MtSicsBalance::new("balance", connector(&port), policy());
+    balance.start_stream().await.unwrap().unwrap();
+    balance.next_streamed().await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), balance.stop_stream())
+        .await
+        .expect("stop_stream has no deadline");
+    assert!(started.elapsed() <= policy().timeout * 2 + Duration::from_millis(200));
+    let error = stopped.unwrap_err();
+    assert!(matches!(error, galen_devices::LinkError::Unexpected { .. }), "{error}");
 }

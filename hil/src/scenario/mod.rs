@@ -614,7 +614,7 @@ fn device_kind(device: &str) -> Option<&'static str> {
     }
 }
 
-const REASONS: [&str; 17] = [
+const REASONS: [&str; 18] = [
     "not-executable",
     "overload",
     "underload",
@@ -632,6 +632,7 @@ const REASONS: [&str; 17] = [
     "modbus-exception",
     "not-applied",
     "unsupported",
+    "tare-cleared",
 ];
 const LINK_KINDS: [&str; 4] = ["timeout", "garbled", "unexpected", "port-gone"];
 
@@ -665,6 +666,7 @@ pub fn reason_name(r: &galen_devices::RefusalReason) -> &'static str {
         R::ModbusException { .. } => REASONS[14],
         R::NotApplied { .. } => REASONS[15],
         R::Unsupported(_) => REASONS[16],
+        R::TareCleared => REASONS[17],
     }
 }
 

@@ -129,6 +129,27 @@ impl<C: Connector> MtSicsBalance<C> {
         }
     }
 
+    /// Drops input until nothing arrived for [`MtSicsOptions::stream_quiet`]; `false` if the
+    /// line was still busy at `deadline`.
+    async fn drain_until_quiet(
+        &mut self,
+        text: &str,
+        deadline: Instant,
+    ) -> Result<bool, LinkError> {
+        loop {
+            let now = Instant::now();
+            let quiet = now + self.options.stream_quiet;
+            if quiet > deadline {
+                return Ok(false);
+            }
+            match self.link.receive(&mut ReplyDecoder, text, quiet).await {
+                Ok(_) => {}
+                Err(LinkError::Timeout { .. } | LinkError::Garbled { .. }) => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn refusal(&self, command: &str, reply: &str, reason: RefusalReason) -> Refusal {
         Refusal {
             device: self.link.device().to_owned(),
@@ -223,18 +244,24 @@ impl<C: Connector> Balance for MtSicsBalance<C> {
 
     async fn stop_stream(&mut self) -> DeviceResult<()> {
         // Any weight command cancels SIR; SI is the harmless one. Its own reply and any stream
-        // lines still in flight are drained until the line goes quiet.
+        // lines still in flight are drained until the line goes quiet, within the request's
+        // timeout. A balance still streaming then gets `@`, which cancels everything but also
+        // clears the tare: the caller is told so ([`RefusalReason::TareCleared`]). If even
+        // that does not silence it, the link is not usable.
         let mut bytes = BytesMut::new();
         encode_command(&Command::WeighNow, &mut bytes);
-        self.link.send(&bytes, "SI").await?;
-        loop {
-            let quiet = Instant::now() + self.options.stream_quiet;
-            match self.link.receive(&mut ReplyDecoder, "SI", quiet).await {
-                Ok(_) => {}
-                Err(LinkError::Timeout { .. } | LinkError::Garbled { .. }) => return Ok(Ok(())),
-                Err(e) => return Err(e),
-            }
+        let deadline = self.link.send(&bytes, "SI").await?;
+        if self.drain_until_quiet("SI", deadline).await? {
+            return Ok(Ok(()));
         }
+        tracing::warn!(device = self.link.device(), "stream ignored SI; resetting with @");
+        bytes.clear();
+        encode_command(&Command::Reset, &mut bytes);
+        let deadline = self.link.send(&bytes, "@").await?;
+        if self.drain_until_quiet("@", deadline).await? {
+            return Ok(Err(self.refusal("SI", "", RefusalReason::TareCleared)));
+        }
+        Err(self.link.unexpected("SI, then @", "stream lines kept coming"))
     }
 
     async fn identify(&mut self) -> DeviceResult<Identity> {

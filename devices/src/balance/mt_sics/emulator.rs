@@ -41,6 +41,20 @@ pub struct MtSicsModel {
     pub stream_period: Duration,
     /// Whether level 1 (`T`, `TA`, `TAC`) is implemented; level-0-only balances answer `ES`.
     pub level1: bool,
+    /// What ends a running `SIR` stream.
+    pub stream_cancel: StreamCancel,
+}
+
+/// What ends an `SIR` stream. The manual says any weight command or `@`; firmware differs
+/// (see the reference's "verify per model"), and a faulty balance may not stop at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCancel {
+    /// Any other command (the manual).
+    AnyCommand,
+    /// Only `@`; other commands are answered while the stream keeps running.
+    ResetOnly,
+    /// Nothing: the stream runs on whatever the host sends.
+    Never,
 }
 
 impl Default for MtSicsModel {
@@ -54,6 +68,7 @@ impl Default for MtSicsModel {
             stable_wait: Duration::from_millis(300),
             stream_period: Duration::from_millis(50),
             level1: true,
+            stream_cancel: StreamCancel::AnyCommand,
         }
     }
 }
@@ -95,8 +110,17 @@ impl<W: WeightSource> MtSicsEmulator<W> {
                     Ok(None) => break,
                     Err(_) => Request::Unknown,
                 };
-                streaming = matches!(request, Request::Command(Command::WeighRepeat));
                 if streaming {
+                    streaming = match self.model.stream_cancel {
+                        StreamCancel::AnyCommand => false,
+                        StreamCancel::ResetOnly => {
+                            !matches!(request, Request::Command(Command::Reset))
+                        }
+                        StreamCancel::Never => true,
+                    };
+                }
+                if matches!(request, Request::Command(Command::WeighRepeat)) {
+                    streaming = true;
                     ticker.reset_immediately();
                     continue;
                 }

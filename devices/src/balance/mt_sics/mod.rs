@@ -6,4 +6,4 @@ mod driver;
 mod emulator;
 
 pub use driver::{MtSicsBalance, MtSicsOptions};
-pub use emulator::{MtSicsEmulator, MtSicsModel};
+pub use emulator::{MtSicsEmulator, MtSicsModel, StreamCancel};
