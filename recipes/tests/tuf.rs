@@ -218,6 +218,31 @@ async fn metadata_rollback_and_revision_rollback_are_refused() {
     assert_eq!(aza.reason.to_string(), "revision rollback: revision 2 is installed, offered 1");
 }
 
+/// Losing tough's datastore (`state/tuf`) does not reopen a metadata rollback: our own
+/// `state.json` versions refuse it.
+#[tokio::test]
+async fn metadata_rollback_is_refused_even_without_toughs_datastore() {
+    let maker = Maker::new(false).await;
+    let files = example_files();
+    maker.publish(&files[..1], expiries()).await;
+    let v1 = tempfile::tempdir().unwrap();
+    copy_dir(&maker.repo(), v1.path());
+    maker.publish(&files[..2], expiries()).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let intake = unit(&maker.root, state.path());
+    let report = intake.from_directory(&maker.repo(), Timestamp::now()).await.unwrap();
+    assert_eq!(report.versions.timestamp, 2);
+    let tuf = state.path().join("tuf");
+    std::fs::remove_dir_all(&tuf).unwrap();
+    std::fs::create_dir(&tuf).unwrap();
+    let err = intake.from_directory(v1.path(), Timestamp::now()).await.unwrap_err();
+    assert!(matches!(err, IntakeError::Rollback { .. }), "{err}");
+    assert_eq!(err.to_string(), "rollback of targets metadata: have version 2, offered 1");
+    // Nothing was installed or recorded from the older repository.
+    assert_eq!(intake.installed().unwrap().len(), 2);
+}
+
 /// A recipe dropped from the signed targets is withdrawn: reported, persisted, not loadable,
 /// until the manufacturer lists it again.
 #[tokio::test]
