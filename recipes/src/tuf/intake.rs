@@ -576,16 +576,42 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> IntakeError + '_ {
     move |source| IntakeError::State { path: path.to_owned(), source }
 }
 
-/// Write to a temporary file, sync, rename: a power cut leaves the old or the new file.
+/// Write to a temporary file, sync, rename, sync the directory: a power cut leaves the old or
+/// the new file, and once this returns, the new one.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IntakeError> {
-    if let Some(dir) = path.parent() {
+    write_atomic_with(path, bytes, &mut sync_dir)
+}
+
+/// Makes a directory's entries (a rename, a new file or subdirectory) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// [`write_atomic`] with the directory sync passed in, so that a test can see when it happens.
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    sync_dir: &mut dyn FnMut(&Path) -> std::io::Result<()>,
+) -> Result<(), IntakeError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
         std::fs::create_dir_all(dir).map_err(err(dir))?;
+        if let Some(up) = dir.parent().filter(|u| !u.as_os_str().is_empty()) {
+            sync_dir(up).map_err(err(up))?;
+        }
     }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
     std::io::Write::write_all(&mut f, bytes).map_err(err(&tmp))?;
     f.sync_all().map_err(err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(err(path))
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err(path))?;
+    // The rename lives in the directory: until the directory is synced a power cut can bring
+    // the old file back, which for state.json would be a rollback of our own state.
+    sync_dir(dir).map_err(err(dir))
 }
 
 fn role_name(role: RoleType) -> String {
@@ -663,5 +689,45 @@ fn signature(role: String, source: tough::schema::Error) -> IntakeError {
         other => {
             IntakeError::Tampered { what: format!("{role} metadata"), detail: other.to_string() }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directory holding the file is synced after the rename, so the rename is durable.
+    #[test]
+    fn write_atomic_syncs_the_directory_after_the_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"old").unwrap();
+        let mut synced: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        write_atomic_with(&path, b"new", &mut |d| {
+            synced.push((d.to_owned(), std::fs::read(&path)?));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(synced, [(dir.path().to_owned(), b"new".to_vec())]);
+
+        // A new subdirectory: its parent is synced too, then the subdirectory.
+        let nested = dir.path().join("installed/aza/1.toml");
+        std::fs::create_dir(dir.path().join("installed")).unwrap();
+        let mut dirs = Vec::new();
+        write_atomic_with(&nested, b"x", &mut |d| {
+            dirs.push(d.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(dirs, [dir.path().join("installed"), dir.path().join("installed/aza")]);
+
+        // A failing directory sync is an error, not a silent success.
+        let err = write_atomic_with(&path, b"newer", &mut |_| Err(std::io::Error::other("EIO")))
+            .unwrap_err();
+        assert!(matches!(err, IntakeError::State { .. }), "{err}");
+
+        // And the real one works on this file system.
+        write_atomic(&path, b"real").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"real");
     }
 }
