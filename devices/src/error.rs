@@ -50,6 +50,19 @@ pub enum LinkError {
         /// The reply, escaped.
         reply: String,
     },
+    /// A heater could not be confirmed off: its output may still be on. Not a refusal to be
+    /// retried at leisure: a supervisor must escalate (cut the heater's power).
+    #[error("{device} on {port}: heater NOT SAFE after `{command}`: {detail}")]
+    NotSafe {
+        /// Configured device name.
+        device: String,
+        /// Port path.
+        port: String,
+        /// The operation, as text.
+        command: String,
+        /// What could not be confirmed, and the last error seen.
+        detail: String,
+    },
     /// The port could not be opened, or failed while in use (unplugged, hung up).
     #[error("{device} on {port}: port unavailable during `{command}`: {source}")]
     PortGone {

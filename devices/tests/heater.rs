@@ -9,7 +9,7 @@ use galen_devices::Heater;
 use galen_devices::emulator::Fault;
 use galen_devices::heater::HeaterPlant;
 use galen_devices::heater::eurotherm::{
-    EurothermEmulator, EurothermHeater, EurothermModel, EurothermOptions,
+    EurothermEmulator, EurothermHeater, EurothermModel, EurothermOptions, registers,
 };
 use galen_devices::pty::Served;
 use galen_devices::units::Celsius;
@@ -78,4 +78,54 @@ async fn silence_garbage_and_bad_crc_are_link_errors_and_the_link_recovers() {
         out += &show("recovered", &heater.process_value().await, &path);
     }
     insta::assert_snapshot!(report(&served, &out));
+}
+
+/// Heats at full output: PV 21.5 °C, setpoint 80 °C.
+async fn heating(path: &std::path::Path) -> EurothermHeater<galen_devices::link::SerialConnector> {
+    let mut heater =
+        EurothermHeater::new("heater", connector(path), policy(), EurothermOptions::default());
+    heater.enable().await.unwrap().unwrap();
+    heater.set_setpoint(Celsius::new(80.0).unwrap()).await.unwrap().unwrap();
+    assert!((heater.output().await.unwrap().unwrap().get() - 100.0).abs() < 1e-9);
+    heater
+}
+
+#[tokio::test]
+async fn disable_lowers_the_setpoint_first_so_a_failed_manual_output_write_is_still_safe() {
+    let (emulator, served) = start();
+    let path = served.path().to_owned();
+    let mut heater = heating(&path).await;
+    // MAN.OP cannot be written: switching to manual must not have copied 100 % into it.
+    emulator.refuse_writes(&[registers::MAN_OP]);
+    served.transcript().note("fault: writes to MAN.OP (3) fail");
+    let disabled = heater.disable().await;
+    assert!(matches!(disabled, Ok(Ok(()))), "{disabled:?}");
+    assert!(emulator.plant().output().abs() < 1e-9, "output {} %", emulator.plant().output());
+    assert_eq!(emulator.eeprom_writes(), 0);
+}
+
+#[tokio::test]
+async fn disable_that_cannot_confirm_zero_output_says_the_heater_is_not_safe() {
+    let (emulator, served) = start();
+    let path = served.path().to_owned();
+    let mut heater = heating(&path).await;
+    emulator.refuse_writes(&[registers::RM_SP, registers::AUTO_MAN, registers::MAN_OP]);
+    let disabled = heater.disable().await;
+    let error = disabled.unwrap_err();
+    assert!(matches!(error, galen_devices::LinkError::NotSafe { .. }), "{error}");
+    assert!(error.to_string().contains("NOT SAFE"), "{error}");
+    assert!(emulator.plant().output() > 99.0);
+}
+
+#[tokio::test]
+async fn disable_in_order_setpoint_low_manual_then_zero_output() {
+    let (emulator, served) = start();
+    let path = served.path().to_owned();
+    let mut heater = heating(&path).await;
+    served.transcript().note("disable");
+    let out = show("disable", &heater.disable().await, &path);
+    assert!(emulator.plant().output().abs() < 1e-9);
+    let transcript = served.transcript().render();
+    let tail = transcript.split("# disable").nth(1).unwrap();
+    insta::assert_snapshot!(format!("{tail}--\n{out}"));
 }

@@ -634,7 +634,7 @@ const REASONS: [&str; 18] = [
     "unsupported",
     "tare-cleared",
 ];
-const LINK_KINDS: [&str; 4] = ["timeout", "garbled", "unexpected", "port-gone"];
+const LINK_KINDS: [&str; 5] = ["timeout", "garbled", "unexpected", "port-gone", "not-safe"];
 
 fn valid_expectation(e: &str) -> bool {
     match e.split_once(':') {
@@ -678,6 +678,7 @@ pub fn link_name(e: &galen_devices::LinkError) -> &'static str {
         L::Garbled { .. } => LINK_KINDS[1],
         L::Unexpected { .. } => LINK_KINDS[2],
         L::PortGone { .. } => LINK_KINDS[3],
+        L::NotSafe { .. } => LINK_KINDS[4],
     }
 }
 

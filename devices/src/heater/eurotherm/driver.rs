@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_modbus::client::{Context, Reader as _, Writer as _};
 
 use super::registers::{
-    PV_IN, STATUS, WKG_SP, WRK_OP, Writable, decode_status, from_register, to_register,
+    PV_IN, RNG_LO, STATUS, WKG_SP, WRK_OP, Writable, decode_status, from_register, to_register,
 };
 use crate::error::{DeviceResult, LinkError, Refusal, RefusalReason};
 use crate::heater::{Heater, HeaterStatus};
@@ -34,6 +34,9 @@ impl Default for EurothermOptions {
         Self { address: 1, decimals: 1, output_decimals: 1 }
     }
 }
+
+/// How many request timeouts `disable` may spend retrying before it gives up.
+const DISABLE_BUDGET: u32 = 3;
 
 struct Client(Context);
 
@@ -233,12 +236,74 @@ impl<C: Connector> Heater for EurothermHeater<C> {
     }
 
     async fn disable(&mut self) -> DeviceResult<()> {
-        // Manual first (bumpless transfer copies the working output to MAN.OP), then zero
-        // it. MAN.OP is written once per disable, never continuously.
-        if let Err(r) = self.write_register(Writable::AutoManual, 1).await? {
-            return Ok(Err(r));
+        // Every intermediate state must be safe. Switching to manual copies the working output
+        // to MAN.OP (bumpless transfer), possibly 100 %; if the MAN.OP write then failed the
+        // heater would stay at full output. So the comms setpoint goes to the bottom of the
+        // range first (automatic then drives the output to zero by itself), then manual (which
+        // now copies a low output), then MAN.OP = 0. Each step is retried until the deadline,
+        // and WRK.OP is read back: anything but a confirmed 0 % is `LinkError::NotSafe`.
+        let deadline = Instant::now() + self.policy.timeout * DISABLE_BUDGET;
+        let mut last_error = String::new();
+        let low = match self.read_register(RNG_LO).await {
+            Ok(Ok(word)) => word,
+            _ => to_register(0.0, self.options.decimals).unwrap_or(0),
+        };
+        let steps = [
+            (Writable::RemoteSetpoint, low),
+            (Writable::RemoteSetpointEnable, 1),
+            (Writable::AutoManual, 1),
+            (Writable::ManualOutput, 0),
+        ];
+        for (register, word) in steps {
+            loop {
+                match self.write_register(register, word).await {
+                    Ok(Ok(())) => {
+                        if register == Writable::RemoteSetpointEnable {
+                            self.remote_enabled = true;
+                        }
+                        break;
+                    }
+                    Ok(Err(refusal)) => last_error = refusal.to_string(),
+                    Err(link) => last_error = link.to_string(),
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(self.policy.backoff_initial).await;
+            }
         }
-        self.write_register(Writable::ManualOutput, 0).await
+        let output = loop {
+            match self.read_scaled(WRK_OP, self.options.output_decimals).await {
+                Ok(Ok(v)) => break Some(v),
+                Ok(Err(refusal)) => last_error = refusal.to_string(),
+                Err(link) => last_error = link.to_string(),
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(self.policy.backoff_initial).await;
+        };
+        match output {
+            Some(v) if v <= 0.0 => {
+                if !last_error.is_empty() {
+                    tracing::warn!(device = %self.device, error = %last_error, "disable: a step failed, but the output reads 0 %");
+                }
+                Ok(Ok(()))
+            }
+            other => Err(LinkError::NotSafe {
+                device: self.device.clone(),
+                port: self.reconnector.port().to_owned(),
+                command: "disable".into(),
+                detail: match other {
+                    Some(v) => {
+                        format!("working output reads {v} %, not 0 %; last error: {last_error}")
+                    }
+                    None => {
+                        format!("working output could not be read back; last error: {last_error}")
+                    }
+                },
+            }),
+        }
     }
 
     async fn status(&mut self) -> DeviceResult<HeaterStatus> {

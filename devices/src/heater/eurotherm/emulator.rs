@@ -46,6 +46,8 @@ impl Default for EurothermModel {
 struct Registers {
     words: BTreeMap<u16, u16>,
     eeprom_writes: u64,
+    /// Registers whose writes are answered with an exception (fault injection).
+    refused: Vec<u16>,
 }
 
 #[derive(Debug)]
@@ -83,7 +85,7 @@ impl EurothermEmulator {
             (AUTO_MAN, 0),
             (RM_SP_ENABLE, 0),
         ]);
-        let registers = Mutex::new(Registers { words, eeprom_writes: 0 });
+        let registers = Mutex::new(Registers { words, eeprom_writes: 0, refused: Vec::new() });
         Self { shared: Arc::new(Shared { plant, model, registers, faults: FaultHandle::new() }) }
     }
 
@@ -101,6 +103,12 @@ impl EurothermEmulator {
     /// this at zero cannot wear the controller out.
     pub fn eeprom_writes(&self) -> u64 {
         self.shared.lock().eeprom_writes
+    }
+
+    /// Answers writes to `registers` with the exception "server device failure" from now on
+    /// (an empty slice mends them): a write that fails between two others.
+    pub fn refuse_writes(&self, registers: &[u16]) {
+        self.shared.lock().refused = registers.to_vec();
     }
 
     /// Runs one pass of the control loop: output and status follow the plant's PV now. A real
@@ -226,8 +234,17 @@ impl Shared {
         if [AUTO_MAN, RM_SP_ENABLE].contains(&address) && word > 1 {
             return Err(ExceptionCode::IllegalDataValue);
         }
+        if regs.refused.contains(&address) {
+            return Err(ExceptionCode::ServerDeviceFailure);
+        }
         if EEPROM_BACKED.contains(&address) {
             regs.eeprom_writes += 1;
+        }
+        if address == AUTO_MAN && word == 1 && regs.words.get(&AUTO_MAN) == Some(&0) {
+            // Bumpless transfer: manual starts at the output automatic was giving.
+            self.update(&mut regs);
+            let working = regs.words.get(&WRK_OP).copied().unwrap_or(0);
+            regs.words.insert(MAN_OP, working);
         }
         regs.words.insert(address, word);
         self.update(&mut regs);
