@@ -9,6 +9,8 @@
 //! `[[unit_procedure.operation.phase]]`. Units are in the key names (`mass_g`, `target_c`,
 //! `duration_s`, `rate_ml_per_min`), numbers are exact decimals (at most six places). Unknown
 //! keys are errors: a typo never becomes a default. `recipes/examples/` holds complete files.
+//! A table row needs at least one condition in `when` (no catch-all), and may set
+//! `accept_possible = true` to act on a "Possible …" phenotype without QA.
 //!
 //! Every error names the file, line and column and the rule broken, e.g.
 //! `aza.toml:12:13: error[unit-range]: target_c: 151 °C is outside -40–150 °C`. The whole file
@@ -258,6 +260,7 @@ struct RawRow {
     active: Option<S<String>>,
     #[serde(default)]
     needs_qa: bool,
+    accept_possible: Option<S<bool>>,
     refuse: Option<S<String>>,
 }
 
@@ -803,6 +806,28 @@ impl Cx<'_> {
         let label = self.text(&r.label, "label");
         let mut when = Vec::new();
         let mut ok = true;
+        if r.when.get_ref().is_empty() {
+            self.err(
+                r.when.span(),
+                "empty-when",
+                "a row needs at least one condition: an empty `when` would match every patient"
+                    .to_owned(),
+            );
+            ok = false;
+        }
+        let accept_possible = r.accept_possible.as_ref().is_some_and(|a| *a.get_ref());
+        if let Some(a) = &r.accept_possible
+            && *a.get_ref()
+            && !genes.iter().any(|g| g.by == MatchBy::Phenotype)
+        {
+            self.err(
+                a.span(),
+                "accept-possible",
+                "`accept_possible` applies only to genes matched by phenotype; this rule has none"
+                    .to_owned(),
+            );
+            ok = false;
+        }
         for (gene, value) in r.when.get_ref() {
             let Some(input) = Gene::new(gene).ok().and_then(|g| genes.iter().find(|i| i.gene == g))
             else {
@@ -881,7 +906,7 @@ impl Cx<'_> {
                 return None;
             }
         };
-        ok.then_some(Row { label: label?, when, outcome })
+        ok.then_some(Row { label: label?, when, accept_possible, outcome })
     }
 
     fn procedure(&mut self, raw: &[RawUnitProcedure], known: &Known<'_>) -> Option<Procedure> {

@@ -414,7 +414,8 @@ pub struct GeneInput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatchBy {
-    /// CPIC phenotype category (modifiers such as "Likely" match their category and are shown).
+    /// CPIC phenotype category. "Likely" matches its category and is shown; "Possible" needs
+    /// QA unless the matching row sets `accept_possible`.
     Phenotype,
     /// Diplotype text, alleles in either order (for genes without CPIC phenotypes, e.g. MTHFR).
     Diplotype,
@@ -469,8 +470,10 @@ pub struct Product {
 pub struct Row {
     /// What a pharmacist reads.
     pub label: String,
-    /// Conditions; genes not named match any determinate result.
+    /// Conditions, at least one; genes not named match any determinate result.
     pub when: Vec<(Gene, Match)>,
+    /// The row may act on a "Possible …" phenotype. Without it such a result needs QA.
+    pub accept_possible: bool,
     /// What follows.
     pub outcome: Outcome,
 }

@@ -8,7 +8,9 @@
 //! 1. Declared inputs are present and inside the rule's bounds (weight, age). Missing → refusal
 //!    that needs QA.
 //! 2. Every declared gene has a usable result. Missing, no phenotype, Indeterminate or No Call →
-//!    refusal that needs QA. Nothing is ever assumed "normal".
+//!    refusal that needs QA. Nothing is ever assumed "normal". A "Likely …" phenotype matches
+//!    its category (CPIC treats it as actionable) and the explanation says so; a "Possible …"
+//!    one needs QA unless the matching row sets `accept_possible`.
 //! 3. The first table row whose conditions all hold decides. No row → refusal that needs QA.
 //! 4. A refusing row refuses. A dose row computes, in exact decimals (see `quantity`):
 //!    base daily dose (mg/kg × kg, or fixed) × factor → bounded (clamp or refuse) → × days →
@@ -32,7 +34,7 @@ use crate::model::{
     PhaseKind, Recipe, Row, canonical_diplotype,
 };
 use crate::patient::{Patient, Source};
-use crate::pgx::Gene;
+use crate::pgx::{Certainty, Gene, Phenotype};
 use crate::quantity::{Factor, Fixed, Mass, Milligrams, Volume};
 
 /// Process parameters computed for one patient.
@@ -120,6 +122,18 @@ pub enum RefusalKind {
         min: String,
         /// Highest accepted.
         max: String,
+    },
+    /// A phenotype the lab qualified as "Possible", and the matching row does not accept that.
+    #[error(
+        "{gene}: the lab reported {phenotype}, and table row {row} does not accept a \"Possible\" result; a QA decision is needed"
+    )]
+    PossiblePhenotype {
+        /// Gene.
+        gene: String,
+        /// The phenotype as reported.
+        phenotype: String,
+        /// The 1-based row that would apply.
+        row: usize,
     },
     /// No row of the table covers this combination.
     #[error("no row of the rule's table covers these results; a QA decision is needed")]
@@ -452,6 +466,7 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
 
     // 2. Gene results: present, and usable the way the rule matches them.
     let mut observed: Vec<(Gene, Match)> = Vec::new();
+    let mut possible: Vec<(Gene, Phenotype)> = Vec::new();
     for input in &rule.genes {
         let gene = &input.gene;
         let unusable =
@@ -482,7 +497,18 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
                     let why = format!("the phenotype is {}", p.category.term());
                     return Err(refuse(ex, unusable(&why), true));
                 }
-                Some(p) => observed.push((gene.clone(), Match::Category(p.category))),
+                Some(p) => {
+                    match p.certainty {
+                        Certainty::Definite => {}
+                        Certainty::Likely => ex.notes.push(format!(
+                            "{gene}: the lab reported {p}; CPIC treats \"Likely\" as actionable, \
+                             so it is matched as {}",
+                            p.category.term()
+                        )),
+                        Certainty::Possible => possible.push((gene.clone(), *p)),
+                    }
+                    observed.push((gene.clone(), Match::Category(p.category)));
+                }
             },
             MatchBy::Diplotype => match &r.diplotype {
                 None => return Err(refuse(ex, unusable("the lab reported no diplotype"), true)),
@@ -497,6 +523,25 @@ pub fn evaluate(recipe: &Recipe, patient: &Patient) -> Result<Evaluation, Refusa
         return Err(refuse(ex, RefusalKind::NoMatchingRow, true));
     };
     ex.row = Some(RowRef { number: index + 1, label: row.label.clone() });
+    // Any "Possible" result matters, named in the row or not: the earlier rows did not match
+    // because of it.
+    for (gene, p) in &possible {
+        if row.accept_possible {
+            ex.notes.push(format!(
+                "{gene}: the lab reported {p}; table row {} accepts \"Possible\" results, so it \
+                 is matched as {}",
+                index + 1,
+                p.category.term()
+            ));
+        } else {
+            let kind = RefusalKind::PossiblePhenotype {
+                gene: gene.to_string(),
+                phenotype: p.to_string(),
+                row: index + 1,
+            };
+            return Err(refuse(ex, kind, true));
+        }
+    }
 
     // 4. The row's outcome.
     let (factor, guideline, active, row_qa) = match &row.outcome {

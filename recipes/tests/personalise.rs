@@ -164,6 +164,7 @@ fn lint_errors_name_file_line_column_and_rule() {
             "dose = \"vehicle\"\n",
         ),
         ("per-kg dose without weight bounds", "weight_kg = { min = 3, max = 150 }\n", ""),
+        ("empty when: a catch-all row", "when = { TPMT = \"Poor Metabolizer\" }", "when = {}"),
     ];
     let mut out = String::new();
     for (name, from, to) in cases {
@@ -387,4 +388,69 @@ fn clamp_and_guideline_explanations() {
     assert!(matches!(refusal.kind, RefusalKind::ReducedBelowMinimum { .. }), "{:?}", refusal.kind);
     let refusal = personalise::evaluate(cases[5].1, &cases[5].2).unwrap_err();
     assert!(matches!(refusal.kind, RefusalKind::OutsideGuideline { .. }), "{:?}", refusal.kind);
+}
+
+/// "Likely" matches its category and is shown; "Possible" needs QA unless the row accepts it.
+#[test]
+fn certainty_modifier_explanations() {
+    let r = example("azathioprine-oral-suspension");
+    let accepting = edited(
+        "when = { TPMT = \"Normal Metabolizer\", NUDT15 = \"Normal Metabolizer\" }\n",
+        "when = { TPMT = \"Normal Metabolizer\", NUDT15 = \"Normal Metabolizer\" }\naccept_possible = true\n",
+    );
+    let nm = || gene(Some("Normal Metabolizer"), Some("*1/*1"));
+    let cases: Vec<(&str, &Recipe, Patient)> = vec![
+        (
+            "TPMT possible normal: QA, not the full dose",
+            &r,
+            patient(
+                Some("60"),
+                &[("TPMT", gene(Some("Possible Normal Metabolizer"), None)), ("NUDT15", nm())],
+            ),
+        ),
+        (
+            "TPMT likely intermediate: matched as intermediate and shown",
+            &r,
+            patient(
+                Some("60"),
+                &[("TPMT", gene(Some("Likely Intermediate Metabolizer"), None)), ("NUDT15", nm())],
+            ),
+        ),
+        (
+            "TPMT possible normal, the row accepts it",
+            &accepting,
+            patient(
+                Some("60"),
+                &[("TPMT", gene(Some("Possible Normal Metabolizer"), None)), ("NUDT15", nm())],
+            ),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, r, p) in &cases {
+        out.push_str(&format!("## {name}\n{}\n", check(r, p)));
+    }
+    insta::assert_snapshot!(out);
+
+    let refusal = personalise::evaluate(cases[0].1, &cases[0].2).unwrap_err();
+    assert!(refusal.needs_qa);
+    assert!(
+        matches!(refusal.kind, RefusalKind::PossiblePhenotype { row: 1, .. }),
+        "{:?}",
+        refusal.kind
+    );
+    let likely = personalise::evaluate(cases[1].1, &cases[1].2).unwrap();
+    assert_eq!(likely.explanation.row.as_ref().unwrap().number, 3);
+    let accepted = personalise::evaluate(cases[2].1, &cases[2].2).unwrap();
+    assert_eq!(accepted.parameters.unwrap().daily_dose.value(), Fixed::from_int(120));
+}
+
+/// `accept_possible` means nothing without a phenotype-matched gene.
+#[test]
+fn accept_possible_needs_a_phenotype_gene() {
+    let base = std::fs::read_to_string(examples().join("folate-mthfr.toml")).unwrap();
+    let from = "when = { MTHFR = \"c.677C/c.677C\" }\n";
+    assert!(base.contains(from));
+    let text = base.replacen(from, &format!("{from}accept_possible = true\n"), 1);
+    let errors = authoring::parse("folate.toml", &text).unwrap_err();
+    insta::assert_snapshot!(errors.to_string());
 }
