@@ -186,11 +186,13 @@ fn dechunk(mut rest: &[u8], max_body: usize) -> Result<Vec<u8>, String> {
         if size == 0 {
             return Ok(body);
         }
-        if body.len() + size > max_body {
+        // A hostile size (e.g. ffffffffffffffff) must be refused, never overflow.
+        if body.len().checked_add(size).is_none_or(|total| total > max_body) {
             return Err(format!("body above the limit {max_body}"));
         }
         body.extend_from_slice(rest.get(..size).ok_or("truncated chunk")?);
-        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
+        let next = size.checked_add(2).ok_or("bad chunk size")?;
+        rest = rest.get(next..).ok_or("truncated chunk")?;
     }
 }
 
@@ -221,5 +223,17 @@ mod tests {
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n", 10).is_err());
         assert!(parse_response(b"SSH-2.0\r\n\r\n", 10).is_err());
+    }
+
+    /// A chunk size near `usize::MAX` after some body is refused without overflowing.
+    #[test]
+    fn a_hostile_chunk_size_is_refused_without_overflow() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\nx\r\n0\r\n\r\n";
+        for max in [10, usize::MAX] {
+            let err = parse_response(raw, max).unwrap_err();
+            assert_eq!(err, format!("body above the limit {max}"));
+        }
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx\r\n0\r\n\r\n";
+        assert!(parse_response(raw, usize::MAX).is_err());
     }
 }
