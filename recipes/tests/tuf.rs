@@ -604,3 +604,25 @@ async fn a_repository_made_by_tuftool_loads() {
     );
     assert_eq!(report.versions.timestamp, 2);
 }
+
+/// The tuftool fixture's metadata expires 2036-01-01 (see its README for how to regenerate it);
+/// this fails a year ahead so that there is time to do so.
+#[test]
+fn the_tuftool_fixture_does_not_expire_within_a_year() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tuftool");
+    let mut files = vec![fixture.join("root.json")];
+    for entry in std::fs::read_dir(fixture.join("repo/metadata")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    assert_eq!(files.len(), 5, "{files:?}");
+    for file in files {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let expires: Timestamp = doc["signed"]["expires"].as_str().unwrap().parse().unwrap();
+        assert!(
+            expires > days(365),
+            "{} expires {expires}: regenerate tests/fixtures/tuftool (see its README)",
+            file.display()
+        );
+    }
+}
