@@ -18,7 +18,8 @@
 //!
 //! Protocol options: `safe_mode` (new-era), `echo` (wm520). Calibration: `readability_g`
 //! (balances), `syringe_diameter_mm` (new-era, required), `ml_per_rev` (wm520, required),
-//! `pulses_per_rev` (wm520), `decimals` (eurotherm). Limits: `capacity_g` (balances, required),
+//! `pulses_per_rev` (wm520), `decimals` (eurotherm, required: the display resolution that
+//! scales every register). Limits: `capacity_g` (balances, required),
 //! `max_rate_ml_min` and `max_volume_ml` (pumps, required), `min_temperature_c` and
 //! `max_temperature_c` (heaters, required). Nothing that does not apply to the protocol is
 //! accepted.
@@ -549,7 +550,15 @@ impl Validator<'_> {
                         "must be above min_temperature_c",
                     ));
                 }
-                let decimals = c.decimals.as_ref().map_or(1, |d| *d.get_ref());
+                // Required: registers hold values scaled by the display's decimals, and a wrong
+                // guess misreads 80.0 °C as 800 °C or 8.0 °C. The 3216 integer map gives no
+                // address for the decimal-point setting in the reference, so it is not read back.
+                let decimals = self.required(
+                    c.decimals.as_ref(),
+                    name_at.clone(),
+                    &f("calibration.decimals"),
+                    protocol,
+                )?;
                 if let Some(dec) = &c.decimals
                     && *dec.get_ref() > 3
                 {
@@ -679,6 +688,7 @@ port = "/dev/ttyUSB3"
 address = 1
 timeout_ms = 500
 serial = { baud = 9600, data_bits = 8, parity = "none", stop_bits = 1 }
+calibration = { decimals = 1 }
 limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }
 "#;
 
@@ -711,6 +721,8 @@ limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }
             ("wrong type", GOOD.replacen("timeout_ms = 500", "timeout_ms = \"500\"", 1)),
             ("inverted temperature limits", GOOD.replacen("min_temperature_c = 5.0", "min_temperature_c = 90.0", 1)),
             ("negative capacity", GOOD.replacen("capacity_g = 220.0", "capacity_g = -1.0", 1)),
+            ("missing eurotherm decimals", GOOD.replacen("calibration = { decimals = 1 }\n", "", 1)),
+            ("eurotherm decimals out of range", GOOD.replacen("decimals = 1", "decimals = 4", 1)),
             ("missing serial settings", GOOD.replacen("serial = { baud = 9600, data_bits = 8, parity = \"none\", stop_bits = 1 }\ncalibration", "calibration", 1)),
         ];
         let report: String = cases

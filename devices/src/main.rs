@@ -78,6 +78,10 @@ struct Target {
     /// mL per revolution of the tube (Watson-Marlow, with --port).
     #[arg(long, default_value_t = 1.0)]
     ml_per_rev: f64,
+    /// Decimals the controller displays, which scale every register (Eurotherm, with --port;
+    /// required there: a wrong guess reads 80.0 °C as 800 °C).
+    #[arg(long)]
+    decimals: Option<u8>,
     /// Per-request timeout in milliseconds (with --port).
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -215,10 +219,16 @@ fn resolve(t: &Target) -> Result<Resolved> {
             ml_per_rev: t.ml_per_rev,
             ..Wm520Options::default()
         }),
-        ProtocolArg::Eurotherm => Driver::Eurotherm(EurothermOptions {
-            address: t.address.unwrap_or(1),
-            ..EurothermOptions::default()
-        }),
+        ProtocolArg::Eurotherm => {
+            let Some(decimals) = t.decimals.filter(|d| *d <= 3) else {
+                bail!("eurotherm needs --decimals (0 to 3): the controller's display resolution");
+            };
+            Driver::Eurotherm(EurothermOptions {
+                address: t.address.unwrap_or(1),
+                decimals,
+                ..EurothermOptions::default()
+            })
+        }
     };
     let policy =
         LinkPolicy { timeout: Duration::from_millis(t.timeout_ms), ..LinkPolicy::default() };

@@ -595,6 +595,7 @@ fn unit_file(config: &RigConfig, dir: &Path) -> String {
          limits = {{ max_rate_ml_min = {prate:?}, max_volume_ml = {max_volume:?} }}\n\n\
          [[device]]\nname = \"{HEATER}\"\nkind = \"heater\"\nprotocol = \"eurotherm\"\n\
          port = {hp:?}\naddress = 1\ntimeout_ms = {timeout}\n{serial}\n\
+         calibration = {{ decimals = {hdec} }}\n\
          limits = {{ min_temperature_c = 0.0, max_temperature_c = 200.0 }}\n",
         bp = port(BALANCE),
         read = p.balance.readability_g,
@@ -607,5 +608,6 @@ fn unit_file(config: &RigConfig, dir: &Path) -> String {
         mlrev = p.peristaltic.ml_per_rev,
         prate = p.peristaltic.ml_per_rev * p.peristaltic.max_rpm,
         hp = port(HEATER),
+        hdec = EurothermModel::default().decimals,
     )
 }
