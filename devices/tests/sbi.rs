@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{connector, policy, report, show};
 use galen_devices::Balance;
+use galen_devices::balance::sbi::codec::Ident;
 use galen_devices::balance::sbi::{SbiBalance, SbiEmulator, SbiModel, SbiOptions};
 use galen_devices::balance::{ManualWeight, Wait};
 use galen_devices::pty::Served;
@@ -47,4 +48,36 @@ async fn identify_unstable_tare_overload_and_unsupported() {
         "{first}-- polling for stability --\n{}",
         report(&served, &out)
     ));
+}
+
+fn sbi_with_ids(print_ids: Vec<Ident>) -> (ManualWeight, Served) {
+    let weight = ManualWeight::new(60.0);
+    let model = SbiModel { with_id: true, print_ids, ..SbiModel::default() };
+    let emulator = Arc::new(SbiEmulator::new(weight.clone(), model));
+    let served = Served::spawn(move |io| async move { emulator.serve(io).await }).unwrap();
+    (weight, served)
+}
+
+#[tokio::test]
+async fn a_print_block_yields_its_net_line_not_gross_or_tare() {
+    let (weight, served) = sbi_with_ids(vec![Ident::Gross, Ident::Tare, Ident::Net]);
+    let path = served.path().to_owned();
+    let mut balance = SbiBalance::new("sbi", connector(&path), policy(), SbiOptions::default());
+    weight.set(10.0, true);
+    balance.tare().await.unwrap().unwrap();
+    let mut out = String::new();
+    // Tare is not answered: this reading orders it before the load changes.
+    out += &show("read after tare", &balance.read(Wait::Stable).await, &path);
+    weight.set(60.0, true);
+    out += &show("read", &balance.read(Wait::Stable).await, &path);
+    insta::assert_snapshot!(report(&served, &out));
+}
+
+#[tokio::test]
+async fn a_print_without_a_net_line_is_a_timeout_not_a_reading() {
+    let (_, served) = sbi_with_ids(vec![Ident::Gross]);
+    let path = served.path().to_owned();
+    let mut balance = SbiBalance::new("sbi", connector(&path), policy(), SbiOptions::default());
+    let read = balance.read(Wait::Immediate).await;
+    assert!(matches!(read, Err(galen_devices::LinkError::Timeout { .. })), "{read:?}");
 }

@@ -313,6 +313,18 @@ mod tests {
     }
 
     #[test]
+    fn gross_and_tare_lines_keep_their_ids() {
+        let bytes = b"G#    +  60.0000 g  \r\nT     +  10.0000 g  \r\nN     +  50.0000 g  \r\n";
+        let weight = |ident, value| {
+            Ok(Reply::Weight { ident, value, decimals: 4, unit: Some(WeightUnit::Gram) })
+        };
+        assert_eq!(
+            decode_all(ReplyDecoder, bytes),
+            vec![weight(Ident::Gross, 60.0), weight(Ident::Tare, 10.0), weight(Ident::Net, 50.0)]
+        );
+    }
+
+    #[test]
     fn a_16_character_unstable_weight_has_a_blank_unit() {
         let bytes = [
             b'-', // sign

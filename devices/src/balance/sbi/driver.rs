@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
-use super::codec::{Command, Reply, ReplyDecoder, encode_command};
+use super::codec::{Command, Ident, Reply, ReplyDecoder, encode_command};
 use crate::balance::{Balance, Identity, Wait};
 use crate::error::{DeviceResult, LinkError, Refusal, RefusalReason};
 use crate::link::{Connector, Link, LinkPolicy};
@@ -88,7 +88,17 @@ impl<C: Connector> SbiBalance<C> {
         let deadline = self.send(Command::Print).await?;
         loop {
             match self.link.receive(&mut ReplyDecoder, Command::Print.name(), deadline).await? {
-                Reply::Weight { value, unit, .. } => {
+                Reply::Weight { ident: ident @ (Ident::Gross | Ident::Tare), value, .. } => {
+                    // A gross or tare line of a print block is not the reading; the net line
+                    // follows (or the deadline passes: a timeout, never a wrong weight).
+                    tracing::debug!(
+                        device = self.link.device(),
+                        ?ident,
+                        value,
+                        "skipping a non-net line"
+                    );
+                }
+                Reply::Weight { ident: Ident::Net | Ident::None, value, unit, .. } => {
                     return Ok(Ok(Reading {
                         weight: Weight { value, unit: unit.unwrap_or(self.options.unit) },
                         stability: if unit.is_some() {

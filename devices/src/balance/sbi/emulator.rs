@@ -26,8 +26,11 @@ pub struct SbiModel {
     pub capacity_g: f64,
     /// Display step in grams.
     pub readability_g: f64,
-    /// Print the 22-character format with an `N` ID instead of 16 characters.
+    /// Print the 22-character format with an ID instead of 16 characters.
     pub with_id: bool,
+    /// With `with_id`: the lines one print sends, in order (a GLP-style block sends gross,
+    /// tare, then net). Only `Net`, `Gross` and `Tare` are meaningful.
+    pub print_ids: Vec<Ident>,
 }
 
 impl Default for SbiModel {
@@ -39,6 +42,7 @@ impl Default for SbiModel {
             capacity_g: 220.0,
             readability_g: 0.0001,
             with_id: false,
+            print_ids: vec![Ident::Net],
         }
     }
 }
@@ -74,9 +78,11 @@ impl<W: WeightSource> SbiEmulator<W> {
                     Ok(None) => break,
                     Err(_) => continue,
                 };
-                if let Some(reply) = self.respond(request) {
-                    let mut out = BytesMut::new();
+                let mut out = BytesMut::new();
+                for reply in self.respond(request) {
                     encode_reply(&reply, &mut out);
+                }
+                if !out.is_empty() {
                     match send_reply(&mut io, &self.faults.get(), out.to_vec(), corrupt_line).await
                     {
                         Err(e) if is_hangup(&e) => return Ok(()),
@@ -93,8 +99,36 @@ impl<W: WeightSource> SbiEmulator<W> {
         }
     }
 
-    fn respond(&self, request: Request) -> Option<Reply> {
-        let Request::Command(command) = request else { return None };
+    fn respond(&self, request: Request) -> Vec<Reply> {
+        let Request::Command(command) = request else { return Vec::new() };
+        let sample = self.source.sample();
+        let scale = self.scale.lock().unwrap_or_else(PoisonError::into_inner);
+        if command == Command::Print
+            && self.model.with_id
+            && let Display::Net { grams, stable } = scale.display(sample)
+        {
+            let tare = scale.tare_g;
+            return self
+                .model
+                .print_ids
+                .iter()
+                .map(|&ident| Reply::Weight {
+                    ident,
+                    value: match ident {
+                        Ident::Gross => grams + tare,
+                        Ident::Tare => tare,
+                        Ident::Net | Ident::None => grams,
+                    },
+                    decimals: scale.decimals(),
+                    unit: stable.then_some(WeightUnit::Gram),
+                })
+                .collect();
+        }
+        drop(scale);
+        self.respond_one(command).into_iter().collect()
+    }
+
+    fn respond_one(&self, command: Command) -> Option<Reply> {
         let sample = self.source.sample();
         let mut scale = self.scale.lock().unwrap_or_else(PoisonError::into_inner);
         match command {
