@@ -50,8 +50,9 @@ pub(crate) fn run() -> Result<()> {
     println!("    private D-Bus daemon   {}", services.dbus_address);
     println!("      answered org.freedesktop.DBus.GetId with {}", services.bus_id()?);
 
-    steps.next("Talk to the unit's instruments over real serial framing (emulators on ptys)");
-    instruments(&out.join("ports"))?;
+    steps
+        .next("Drive a simulated unit's instruments over real serial framing (ptys), with physics");
+    instruments(&out.join("rig"))?;
 
     steps.next("The manufacturer lints, signs and publishes the example recipes (TUF)");
     let maker = out.join("manufacturer");
@@ -152,63 +153,71 @@ fn manufacturer(root: &Path, examples: &Path, keys: &Path, repo: &Path) -> Resul
     Ok(())
 }
 
-/// Serves a balance, a syringe pump and a heater controller on ptys with `devices emulate`,
-/// and drives each with the service tool the way an engineer at the unit would.
-fn instruments(ports: &Path) -> Result<()> {
-    std::fs::create_dir_all(ports)?;
-    let devices = workspace_root().join("target/debug/devices");
-    let mut emulators = Vec::new();
-    for (protocol, name) in [("mt-sics", "balance"), ("new-era", "pump"), ("eurotherm", "heater")] {
-        let link = ports.join(name);
-        emulators.push(process::spawn(
-            Command::new(&devices)
-                .args(["emulate", protocol, "--link"])
-                .arg(&link)
-                .stdout(std::process::Stdio::null()),
-        )?);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !link.exists() {
-            if std::time::Instant::now() > deadline {
-                bail!("`devices emulate {protocol}` did not create {}", link.display());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+/// Starts the simulated unit (`hil rig`: the emulators on ptys, bound to one physics model)
+/// and drives it with the service tool the way an engineer at the unit would.
+fn instruments(rig_dir: &Path) -> Result<()> {
+    let bin = |name: &str| workspace_root().join("target/debug").join(name);
+    let _rig = process::spawn(
+        Command::new(bin("hil"))
+            .args(["rig", "--dir"])
+            .arg(rig_dir)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let unit = rig_dir.join("unit.toml");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !unit.exists() {
+        if std::time::Instant::now() > deadline {
+            bail!("`hil rig` did not write {}", unit.display());
         }
-        println!("    {name:<8} {protocol:<10} emulator on {}", link.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let port = |name: &str| ports.join(name).display().to_string();
-    for args in [
-        vec!["identify", "--port", &port("balance"), "--protocol", "mt-sics"],
-        vec!["weight", "--stable", "--port", &port("balance"), "--protocol", "mt-sics"],
-        vec![
-            "pump",
-            "--port",
-            &port("pump"),
-            "--protocol",
-            "new-era",
-            "--rate",
-            "6",
-            "--volume",
-            "0.05",
-        ],
-        vec![
-            "temperature",
-            "--port",
-            &port("heater"),
-            "--protocol",
-            "eurotherm",
-            "--set",
-            "37",
-            "--enable",
-        ],
-    ] {
-        println!("    $ devices {}", args.join(" "));
-        let out = process::output(Command::new(&devices).args(&args))?;
+    println!("    simulated unit running; its unit file is {}", unit.display());
+    for dev in ["balance", "syringe", "peristaltic", "heater"] {
+        let link = rig_dir.join(dev);
+        let pty = std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_default();
+        println!("      {dev:<12} {} -> {pty}", link.display());
+    }
+    let config = unit.display().to_string();
+    let devices = |args: &[&str]| -> Result<String> {
+        let mut cmd = Command::new(bin("devices"));
+        cmd.args(args).args(["--config", &config]).env("RUST_BACKTRACE", "0");
+        process::output(&mut cmd)
+    };
+    let show = |args: &[&str], out: &str| {
+        println!("    $ devices {} --config unit.toml", args.join(" "));
         for line in out.lines() {
             println!("      {line}");
         }
-    }
-    drop(emulators);
-    println!("    stopped the emulators");
+    };
+    // A stable reading needs the balance at rest: after pouring, it settles first.
+    let stable_weight = || -> Result<String> {
+        let args = ["weight", "--stable", "--device", "balance"];
+        for _ in 0..15 {
+            match devices(&args) {
+                Ok(out) => {
+                    show(&args, &out);
+                    return Ok(out);
+                }
+                Err(e) if format!("{e:#}").contains("not stable") => {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("the balance never settled")
+    };
+    let identify = ["identify", "--device", "balance"];
+    show(&identify, &devices(&identify)?);
+    stable_weight()?;
+    let pump = ["pump", "--device", "peristaltic", "--rate", "60", "--volume", "10"];
+    show(&pump, &devices(&pump)?);
+    println!("    (waiting for the balance to settle after pouring)");
+    stable_weight()?;
+    let heat = ["temperature", "--device", "heater", "--set", "37", "--enable"];
+    show(&heat, &devices(&heat)?);
+    println!(
+        "    10 mL of water went from the reservoir into the vessel; the balance saw it arrive"
+    );
     Ok(())
 }
 
