@@ -33,6 +33,7 @@ use toml::Spanned;
 
 use crate::heater::eurotherm::EurothermOptions;
 use crate::link::{FlowControl, LinkPolicy, Parity, SerialSettings};
+use crate::pump::PumpLimits;
 use crate::pump::new_era::NewEraOptions;
 use crate::pump::new_era::codec::Mode;
 use crate::pump::wm520::Wm520Options;
@@ -497,6 +498,10 @@ impl Validator<'_> {
                         address: address(0, 99)?,
                         syringe_diameter_mm: self
                             .positive(dia, &f("calibration.syringe_diameter_mm"))?,
+                        limits: PumpLimits {
+                            max_rate_ml_min: self.positive(rate, &f("limits.max_rate_ml_min"))?,
+                            max_volume_ml: self.positive(volume, &f("limits.max_volume_ml"))?,
+                        },
                     })
                 } else {
                     let ml = c.ml_per_rev.as_ref().ok_or_else(|| {
@@ -522,6 +527,10 @@ impl Validator<'_> {
                             .as_ref()
                             .map_or(defaults.pulses_per_rev, |p| *p.get_ref()),
                         forward_is_clockwise: defaults.forward_is_clockwise,
+                        limits: PumpLimits {
+                            max_rate_ml_min: self.positive(rate, &f("limits.max_rate_ml_min"))?,
+                            max_volume_ml: self.positive(volume, &f("limits.max_volume_ml"))?,
+                        },
                     })
                 };
                 DeviceSpec::Pump {
@@ -579,6 +588,8 @@ impl Validator<'_> {
                         })?,
                         decimals,
                         output_decimals: 1,
+                        min_c: min,
+                        max_c: max,
                     },
                     min_c: min,
                     max_c: max,

@@ -158,6 +158,16 @@ pub enum RefusalReason {
     /// again.
     #[error("the stream ignored `SI` and was stopped with `@`: the tare was cleared")]
     TareCleared,
+    /// A configured limit forbids the request; nothing was sent.
+    #[error("beyond the configured limit {limit}: asked {requested}, limit {allowed}")]
+    LimitExceeded {
+        /// The limit's name in the unit configuration, e.g. `max_rate_ml_min`.
+        limit: &'static str,
+        /// What was asked.
+        requested: f64,
+        /// The limit.
+        allowed: f64,
+    },
     /// The protocol has no command for this operation; nothing was sent.
     #[error("not supported by this protocol: {0}")]
     Unsupported(&'static str),

@@ -213,6 +213,7 @@ fn resolve(t: &Target) -> Result<Resolved> {
             mode: Mode::Basic,
             address: t.address,
             syringe_diameter_mm: t.syringe_diameter_mm,
+            limits: galen_devices::pump::PumpLimits::NONE,
         }),
         ProtocolArg::Wm520 => Driver::Wm520(Wm520Options {
             address: t.address.unwrap_or(1),
@@ -303,23 +304,22 @@ async fn pump_command<P: Pump>(mut p: P, command: &Command) -> Result<()> {
                 p.set_direction(if *reverse { Direction::Reverse } else { Direction::Forward })
                     .await,
             )?;
-            done(p.set_rate(rate).await)?;
-            done(p.dispense(volume).await)?;
-            println!("running: {rate} for {volume}");
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let status = done(p.status().await)?;
-                let moved = done(p.dispensed().await)?;
-                println!(
-                    "{:?}: forward {} reverse {}",
-                    status.motion, moved.forward, moved.reverse
-                );
-                if let Some(alarm) = status.alarm {
-                    bail!("pump alarm: {alarm}");
+            // From here on the pump may be running: every way out stops it (best effort),
+            // errors and Ctrl-C included.
+            let followed = tokio::select! {
+                result = run_and_follow(&mut p, rate, volume) => result,
+                signal = tokio::signal::ctrl_c() => {
+                    signal.context("waiting for Ctrl-C")?;
+                    Err(anyhow::anyhow!("interrupted"))
                 }
-                if !matches!(status.motion, Motion::Running(_)) {
-                    break;
+            };
+            if let Err(e) = followed {
+                match p.stop().await {
+                    Ok(Ok(())) => eprintln!("pump stopped"),
+                    Ok(Err(r)) => eprintln!("stopping the pump: refused: {r}"),
+                    Err(l) => eprintln!("stopping the pump: link failed: {l}"),
                 }
+                return Err(e);
             }
             println!("done");
         }
@@ -337,6 +337,25 @@ async fn pump_command<P: Pump>(mut p: P, command: &Command) -> Result<()> {
         _ => bail!("a pump cannot do that; see `devices --help`"),
     }
     Ok(())
+}
+
+/// Sets the rate, starts the volume and follows it until the pump stops.
+async fn run_and_follow<P: Pump>(p: &mut P, rate: FlowRate, volume: Volume) -> Result<()> {
+    done(p.set_rate(rate).await)?;
+    done(p.dispense(volume).await)?;
+    println!("running: {rate} for {volume}");
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = done(p.status().await)?;
+        let moved = done(p.dispensed().await)?;
+        println!("{:?}: forward {} reverse {}", status.motion, moved.forward, moved.reverse);
+        if let Some(alarm) = status.alarm {
+            bail!("pump alarm: {alarm}");
+        }
+        if !matches!(status.motion, Motion::Running(_)) {
+            return Ok(());
+        }
+    }
 }
 
 async fn heater_command<H: Heater>(mut h: H, command: &Command) -> Result<()> {

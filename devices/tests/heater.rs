@@ -129,3 +129,16 @@ async fn disable_in_order_setpoint_low_manual_then_zero_output() {
     let tail = transcript.split("# disable").nth(1).unwrap();
     insta::assert_snapshot!(format!("{tail}--\n{out}"));
 }
+
+#[tokio::test]
+async fn configured_temperature_limits_are_refused_before_anything_is_sent() {
+    let (_, served) = start();
+    let path = served.path().to_owned();
+    let options = EurothermOptions { min_c: 5.0, max_c: 80.0, ..EurothermOptions::default() };
+    let mut heater = EurothermHeater::new("heater", connector(&path), policy(), options);
+    let mut out = String::new();
+    out += &show("too hot", &heater.set_setpoint(Celsius::new(80.5).unwrap()).await, &path);
+    out += &show("too cold", &heater.set_setpoint(Celsius::new(4.0).unwrap()).await, &path);
+    assert!(served.transcript().render().is_empty(), "{}", served.transcript().render());
+    insta::assert_snapshot!(out);
+}

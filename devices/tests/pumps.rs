@@ -24,7 +24,12 @@ fn new_era(model: NewEraModel) -> (Arc<NewEraEmulator>, PumpPort, Served) {
 }
 
 fn options(mode: Mode) -> NewEraOptions {
-    NewEraOptions { mode, address: Some(0), syringe_diameter_mm: 14.43 }
+    NewEraOptions {
+        mode,
+        address: Some(0),
+        syringe_diameter_mm: 14.43,
+        limits: galen_devices::pump::PumpLimits::NONE,
+    }
 }
 
 #[tokio::test]
@@ -176,5 +181,22 @@ async fn new_era_alarm_is_acknowledged_with_a_status_query_and_never_restarts_th
     out += &format!("alarms: {:?}\n", pump.take_alarms());
     // After the reset the setup is sent again; then the pump may run when asked afresh.
     out += &show("status", &pump.status().await, &path);
+    insta::assert_snapshot!(report(&served, &out));
+}
+
+#[tokio::test]
+async fn configured_pump_limits_are_refused_before_anything_is_sent() {
+    let model = NewEraModel { power_on_alarm: false, ..NewEraModel::default() };
+    let (_, port, served) = new_era(model);
+    let path = served.path().to_owned();
+    let limits = galen_devices::pump::PumpLimits { max_rate_ml_min: 5.0, max_volume_ml: 2.0 };
+    let options = NewEraOptions { limits, ..options(Mode::Basic) };
+    let mut pump = NewEraPump::new("syringe", connector(&path), policy(), options);
+    let mut out = String::new();
+    out += &show("too fast", &pump.set_rate(FlowRate::new(6.0).unwrap()).await, &path);
+    out += &show("too much", &pump.dispense(Volume::new(2.5).unwrap()).await, &path);
+    out += &show("within", &pump.set_rate(FlowRate::new(5.0).unwrap()).await, &path);
+    assert!(!port.commanded().running);
+    assert!((port.commanded().rate_ml_min - 5.0).abs() < 1e-9);
     insta::assert_snapshot!(report(&served, &out));
 }

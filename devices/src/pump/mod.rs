@@ -129,6 +129,68 @@ pub trait Pump: Send {
     fn take_alarms(&mut self) -> Vec<PumpAlarm>;
 }
 
+/// A pump's configured limits, enforced by its driver before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PumpLimits {
+    /// Highest rate, mL/min (`limits.max_rate_ml_min`).
+    pub max_rate_ml_min: f64,
+    /// Largest volume in one dispense, mL (`limits.max_volume_ml`).
+    pub max_volume_ml: f64,
+}
+
+impl PumpLimits {
+    /// No limit: for tests and the CLI's `--port` mode.
+    pub const NONE: Self = Self { max_rate_ml_min: f64::INFINITY, max_volume_ml: f64::INFINITY };
+
+    /// The refusal for `rate`, if it is over the limit.
+    pub fn check_rate(&self, device: &str, rate: f64) -> Option<crate::Refusal> {
+        (rate > self.max_rate_ml_min).then(|| {
+            limit_refusal(
+                device,
+                format!("rate {rate} mL/min"),
+                "max_rate_ml_min",
+                rate,
+                self.max_rate_ml_min,
+            )
+        })
+    }
+
+    /// The refusal for `volume`, if it is over the limit.
+    pub fn check_volume(&self, device: &str, volume: f64) -> Option<crate::Refusal> {
+        (volume > self.max_volume_ml).then(|| {
+            limit_refusal(
+                device,
+                format!("dispense {volume} mL"),
+                "max_volume_ml",
+                volume,
+                self.max_volume_ml,
+            )
+        })
+    }
+}
+
+impl Default for PumpLimits {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// A refusal decided without a round trip because a configured limit forbids the request.
+pub(crate) fn limit_refusal(
+    device: &str,
+    command: String,
+    limit: &'static str,
+    requested: f64,
+    allowed: f64,
+) -> crate::Refusal {
+    crate::Refusal {
+        device: device.to_owned(),
+        command,
+        reply: String::new(),
+        reason: crate::RefusalReason::LimitExceeded { limit, requested, allowed },
+    }
+}
+
 /// What a pump emulator has been told to do: the plant reads this.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PumpCommand {

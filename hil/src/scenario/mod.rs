@@ -614,7 +614,7 @@ fn device_kind(device: &str) -> Option<&'static str> {
     }
 }
 
-const REASONS: [&str; 18] = [
+const REASONS: [&str; 19] = [
     "not-executable",
     "overload",
     "underload",
@@ -633,6 +633,7 @@ const REASONS: [&str; 18] = [
     "not-applied",
     "unsupported",
     "tare-cleared",
+    "limit-exceeded",
 ];
 const LINK_KINDS: [&str; 5] = ["timeout", "garbled", "unexpected", "port-gone", "not-safe"];
 
@@ -667,6 +668,7 @@ pub fn reason_name(r: &galen_devices::RefusalReason) -> &'static str {
         R::NotApplied { .. } => REASONS[15],
         R::Unsupported(_) => REASONS[16],
         R::TareCleared => REASONS[17],
+        R::LimitExceeded { .. } => REASONS[18],
     }
 }
 

@@ -19,7 +19,7 @@ use crate::link::{Connector, LinkPolicy, Reconnector};
 use crate::units::{Celsius, Percent};
 
 /// Settings the controller's configuration decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EurothermOptions {
     /// Modbus slave address (1 by default on the 3216).
     pub address: u8,
@@ -27,11 +27,21 @@ pub struct EurothermOptions {
     pub decimals: u8,
     /// Decimals of the output percentage.
     pub output_decimals: u8,
+    /// Lowest setpoint allowed, °C (`limits.min_temperature_c`); refused before sending.
+    pub min_c: f64,
+    /// Highest setpoint allowed, °C (`limits.max_temperature_c`); refused before sending.
+    pub max_c: f64,
 }
 
 impl Default for EurothermOptions {
     fn default() -> Self {
-        Self { address: 1, decimals: 1, output_decimals: 1 }
+        Self {
+            address: 1,
+            decimals: 1,
+            output_decimals: 1,
+            min_c: f64::NEG_INFINITY,
+            max_c: f64::INFINITY,
+        }
     }
 }
 
@@ -207,6 +217,18 @@ impl<C: Connector> Heater for EurothermHeater<C> {
     }
 
     async fn set_setpoint(&mut self, target: Celsius) -> DeviceResult<()> {
+        let t = target.get();
+        let over = if t > self.options.max_c {
+            Some(("max_temperature_c", self.options.max_c))
+        } else if t < self.options.min_c {
+            Some(("min_temperature_c", self.options.min_c))
+        } else {
+            None
+        };
+        if let Some((limit, allowed)) = over {
+            let command = format!("setpoint {target}");
+            return Ok(Err(crate::pump::limit_refusal(&self.device, command, limit, t, allowed)));
+        }
         let Some(word) = to_register(target.get(), self.options.decimals) else {
             return Ok(Err(Refusal {
                 device: self.device.clone(),

@@ -17,7 +17,7 @@ use super::codec::{
 };
 use crate::error::{DeviceResult, LinkError, Refusal, RefusalReason};
 use crate::link::{Connector, Link, LinkPolicy};
-use crate::pump::{Direction, Dispensed, Motion, Pump, PumpAlarm, PumpStatus};
+use crate::pump::{Direction, Dispensed, Motion, Pump, PumpAlarm, PumpLimits, PumpStatus};
 use crate::units::{FlowRate, Volume};
 
 /// Protocol and calibration settings.
@@ -30,6 +30,8 @@ pub struct NewEraOptions {
     /// Inside diameter of the loaded syringe in mm, sent as `DIA` when the port opens. It
     /// turns rates and volumes into plunger travel, so it is calibration, not a preference.
     pub syringe_diameter_mm: f64,
+    /// Configured limits, refused before sending.
+    pub limits: PumpLimits,
 }
 
 /// A New Era syringe pump on a link.
@@ -187,6 +189,9 @@ fn parse_dispensed(value: &str) -> Option<(f64, f64)> {
 
 impl<C: Connector> Pump for NewEraPump<C> {
     async fn set_rate(&mut self, rate: FlowRate) -> DeviceResult<()> {
+        if let Some(refusal) = self.options.limits.check_rate(self.link.device(), rate.get()) {
+            return Ok(Err(refusal));
+        }
         Ok(self.command(&format!("RAT{}MM", format_number(rate.get()))).await?.map(drop))
     }
 
@@ -199,6 +204,9 @@ impl<C: Connector> Pump for NewEraPump<C> {
     }
 
     async fn dispense(&mut self, volume: Volume) -> DeviceResult<()> {
+        if let Some(refusal) = self.options.limits.check_volume(self.link.device(), volume.get()) {
+            return Ok(Err(refusal));
+        }
         if let Err(refusal) = self.command(&format!("VOL{}", format_number(volume.get()))).await? {
             return Ok(Err(refusal));
         }

@@ -25,6 +25,8 @@ pub struct Wm520Options {
     pub pulses_per_rev: u32,
     /// Whether forward (towards the vessel) is clockwise.
     pub forward_is_clockwise: bool,
+    /// Configured limits, refused before sending.
+    pub limits: crate::pump::PumpLimits,
 }
 
 impl Default for Wm520Options {
@@ -35,6 +37,7 @@ impl Default for Wm520Options {
             ml_per_rev: 1.0,
             pulses_per_rev: 10_982,
             forward_is_clockwise: true,
+            limits: crate::pump::PumpLimits::NONE,
         }
     }
 }
@@ -109,6 +112,9 @@ impl<C: Connector> Wm520Pump<C> {
 
 impl<C: Connector> Pump for Wm520Pump<C> {
     async fn set_rate(&mut self, rate: FlowRate) -> DeviceResult<()> {
+        if let Some(refusal) = self.options.limits.check_rate(self.link.device(), rate.get()) {
+            return Ok(Err(refusal));
+        }
         let rpm = (rate.get() / self.options.ml_per_rev * 10.0).round() / 10.0;
         self.send(Command::Speed(rpm)).await?;
         let status = self.read_status().await?;
@@ -135,6 +141,9 @@ impl<C: Connector> Pump for Wm520Pump<C> {
     }
 
     async fn dispense(&mut self, volume: Volume) -> DeviceResult<()> {
+        if let Some(refusal) = self.options.limits.check_volume(self.link.device(), volume.get()) {
+            return Ok(Err(refusal));
+        }
         let revs = volume.get() / self.options.ml_per_rev;
         // Saturating float-to-int conversion; a dose beyond u64 pulses is not physical.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
