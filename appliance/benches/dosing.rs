@@ -5,23 +5,13 @@
 
 #[path = "../tests/closed_loop/mod.rs"]
 mod closed_loop;
-
-use std::io::Write as _;
+mod report;
 
 use galen_appliance::engine::dispense::Outcome;
 use galen_hil::plant::PlantConfig;
 
 fn report(name: &str, value: f64, unit: &str, note: &str) {
-    println!("dosing/{name}: {value:.4} {unit} {note}");
-    if let Ok(path) = std::env::var("GALEN_BENCH_OUT") {
-        let line = serde_json::json!({"suite": "dosing", "name": name, "value": value, "unit": unit, "note": note});
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("GALEN_BENCH_OUT");
-        writeln!(f, "{line}").expect("write benchmark result");
-    }
+    report::report("dosing", name, value, unit, note);
 }
 
 fn main() {
@@ -32,9 +22,8 @@ fn main() {
     for i in 0..n {
         let liquid = if i % 2 == 0 { "water" } else { "ethanol" };
         let target = 10.0 + 90.0 * f64::from(i) / f64::from(n - 1);
-        let mut cfg = PlantConfig::default();
         // A different noise sequence per dose.
-        cfg.seed = u64::from(i) + 1;
+        let cfg = PlantConfig { seed: u64::from(i) + 1, ..PlantConfig::default() };
         let max_ml_min = cfg.peristaltic.ml_per_rev * cfg.peristaltic.max_rpm;
         let density = if liquid == "ethanol" { 0.789 } else { 0.997 };
         let d = closed_loop::dose(cfg, liquid, target, 0.1, 10);

@@ -2,30 +2,22 @@
 //! run, TPM checkpoint latency on swtpm, and export plus verification of 1,000 batches.
 //! Results go to `$GALEN_BENCH_OUT` as JSON lines (xtask/src/bench.rs).
 
+mod report;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use galen_appliance::export::{MountedDir, write_bundle};
 use galen_appliance::records::NewEntry;
+use galen_appliance::records::NewUser;
 use galen_appliance::records::users::Role;
 use galen_record::EntryKind;
 use galen_record::bundle;
 use support::{ADMIN_PIN, Rig, at};
 
 fn report(name: &str, value: f64, unit: &str, note: &str) {
-    println!("records/{name}: {value:.3} {unit} {note}");
-    if let Ok(path) = std::env::var("GALEN_BENCH_OUT") {
-        let line = serde_json::json!({"suite": "records", "name": name, "value": value, "unit": unit, "note": note});
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("GALEN_BENCH_OUT");
-        writeln!(f, "{line}").expect("write benchmark result");
-    }
+    report::report("records", name, value, unit, note);
 }
 
 fn per_second(n: u64, d: Duration) -> f64 {
@@ -120,7 +112,17 @@ fn main() {
     let mut store = rig.commission();
     let mut admin = store.login("admin", ADMIN_PIN, at(0)).unwrap();
     store
-        .add_user(&mut admin, "ida", "Ida Inspector", Role::Inspector, "333333", "audit", at(1))
+        .add_user(
+            &mut admin,
+            &NewUser {
+                username: "ida",
+                full_name: "Ida Inspector",
+                role: Role::Inspector,
+                pin: "333333",
+            },
+            "audit",
+            at(1),
+        )
         .unwrap();
     for b in 0..1_000u64 {
         let batch = format!("B-{b:04}");

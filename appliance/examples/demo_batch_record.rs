@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use galen_appliance::export::{MountedDir, write_bundle};
 use galen_appliance::records::users::Role;
-use galen_appliance::records::{At, FirstAdmin, NewEntry, RecordStore};
+use galen_appliance::records::{At, FirstAdmin, NewEntry, NewUser, RecordStore};
 use galen_appliance::tpm::{Tpm, TpmConfig};
 use galen_recipes::model::Version;
 use galen_recipes::patient::{Patient, PatientId, Source, Sourced};
@@ -84,7 +84,8 @@ fn main() -> Result<()> {
         ("quinn", "Quinn Release", Role::Qa, "333333"),
         ("ida", "Ida Inspector", Role::Inspector, "444444"),
     ] {
-        store.add_user(&mut alan, user, name, role, pin, "demo staff", at())?;
+        let person = NewUser { username: user, full_name: name, role, pin };
+        store.add_user(&mut alan, &person, "demo staff", at())?;
     }
     println!(
         "    users: pharmacist ada, verifier vic, QA quinn, inspector ida (PINs hashed with Argon2id)"

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use galen_appliance::export::{MountedDir, write_bundle};
+use galen_appliance::records::NewUser;
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{NewEntry, RecordStore};
 use galen_record::EntryKind;
@@ -22,16 +23,28 @@ fn store_with_batches(rig: &Rig) -> RecordStore {
     store
         .add_user(
             &mut admin,
-            "ada",
-            "Ada Pharmacist",
-            Role::Pharmacist,
-            "111111",
+            &NewUser {
+                username: "ada",
+                full_name: "Ada Pharmacist",
+                role: Role::Pharmacist,
+                pin: "111111",
+            },
             "new hire",
             at(2),
         )
         .unwrap();
     store
-        .add_user(&mut admin, "ida", "Ida Inspector", Role::Inspector, "333333", "audit", at(3))
+        .add_user(
+            &mut admin,
+            &NewUser {
+                username: "ida",
+                full_name: "Ida Inspector",
+                role: Role::Inspector,
+                pin: "333333",
+            },
+            "audit",
+            at(3),
+        )
         .unwrap();
     let mut ada = store.login("ada", "111111", at(4)).unwrap();
     for batch in ["B-1", "B-2"] {

@@ -4,7 +4,7 @@
 mod support;
 
 use galen_appliance::records::users::{AuthError, Role};
-use galen_appliance::records::{Integrity, NewEntry, RecordError, RecordStore};
+use galen_appliance::records::{Integrity, NewEntry, NewUser, RecordError, RecordStore};
 use galen_record::EntryKind;
 use galen_record::signature::Meaning;
 use support::{ADMIN_PIN, Rig, at, raw};
@@ -17,15 +17,24 @@ fn populated(rig: &Rig) {
     store
         .add_user(
             &mut admin,
-            "ada",
-            "Ada Pharmacist",
-            Role::Pharmacist,
-            "111111",
+            &NewUser {
+                username: "ada",
+                full_name: "Ada Pharmacist",
+                role: Role::Pharmacist,
+                pin: "111111",
+            },
             "new hire",
             at(2),
         )
         .unwrap();
-    store.add_user(&mut admin, "quinn", "Quinn QA", Role::Qa, "222222", "new hire", at(3)).unwrap();
+    store
+        .add_user(
+            &mut admin,
+            &NewUser { username: "quinn", full_name: "Quinn QA", role: Role::Qa, pin: "222222" },
+            "new hire",
+            at(3),
+        )
+        .unwrap();
     let mut ada = store.login("ada", "111111", at(4)).unwrap();
     for batch in ["B-1", "B-2"] {
         store
@@ -326,26 +335,52 @@ fn user_changes_need_an_admin_and_a_reason_and_ids_are_never_reused() {
     populated(&rig);
     let mut store = rig.open();
     let mut ada = store.login("ada", "111111", at(200)).unwrap();
-    let e =
-        store.add_user(&mut ada, "eve", "Eve", Role::Qa, "333333", "why not", at(201)).unwrap_err();
+    let e = store
+        .add_user(
+            &mut ada,
+            &NewUser { username: "eve", full_name: "Eve", role: Role::Qa, pin: "333333" },
+            "why not",
+            at(201),
+        )
+        .unwrap_err();
     assert!(matches!(e, RecordError::Auth(AuthError::NotPermitted { .. })), "{e}");
     let mut admin = store.login("admin", ADMIN_PIN, at(202)).unwrap();
     let e = store
-        .add_user(&mut admin, "bob", "Bob", Role::Verifier, "444444", "", at(203))
+        .add_user(
+            &mut admin,
+            &NewUser { username: "bob", full_name: "Bob", role: Role::Verifier, pin: "444444" },
+            "",
+            at(203),
+        )
         .unwrap_err();
     assert!(matches!(e, RecordError::ReasonRequired(_)), "{e}");
     let bob = store
-        .add_user(&mut admin, "bob2", "Bob", Role::Verifier, "444444", "second checker", at(204))
+        .add_user(
+            &mut admin,
+            &NewUser { username: "bob2", full_name: "Bob", role: Role::Verifier, pin: "444444" },
+            "second checker",
+            at(204),
+        )
         .unwrap();
     store.deactivate_user(&mut admin, bob, "left the hospital", at(205)).unwrap();
     let e = store.login("bob2", "444444", at(206)).unwrap_err();
     assert!(matches!(e, RecordError::Auth(AuthError::Deactivated)), "{e}");
     let carol = store
-        .add_user(&mut admin, "carol", "Carol", Role::Verifier, "555555", "replacement", at(207))
+        .add_user(
+            &mut admin,
+            &NewUser { username: "carol", full_name: "Carol", role: Role::Verifier, pin: "555555" },
+            "replacement",
+            at(207),
+        )
         .unwrap();
     assert!(carol > bob);
     let e = store
-        .add_user(&mut admin, "carol", "Carol Again", Role::Qa, "555555", "dup", at(208))
+        .add_user(
+            &mut admin,
+            &NewUser { username: "carol", full_name: "Carol Again", role: Role::Qa, pin: "555555" },
+            "dup",
+            at(208),
+        )
         .unwrap_err();
     assert!(matches!(e, RecordError::UserExists(_)), "{e}");
 }

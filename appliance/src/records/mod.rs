@@ -156,6 +156,16 @@ pub struct RecordStore {
     integrity: Integrity,
 }
 
+/// A person to add as a user.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    /// The printed name that signatures show.
+    pub full_name: &'a str,
+    pub role: Role,
+    pub pin: &'a str,
+}
+
 /// The first administrator, created at commissioning.
 #[derive(Debug, Clone)]
 pub struct FirstAdmin<'a> {
@@ -187,15 +197,13 @@ impl RecordStore {
                 ..NewEntry::new(EntryKind::System, "appliance.commissioned")
             },
         )?;
-        store.insert_user(
-            None,
-            admin.username,
-            admin.full_name,
-            Role::Admin,
-            admin.pin,
-            "commissioning",
-            at,
-        )?;
+        let first = NewUser {
+            username: admin.username,
+            full_name: admin.full_name,
+            role: Role::Admin,
+            pin: admin.pin,
+        };
+        store.insert_user(None, &first, "commissioning", at)?;
         store.checkpoint("genesis", at)?;
         Ok(store)
     }
@@ -579,33 +587,26 @@ impl RecordStore {
     }
 
     /// Adds a user. Only administrators may, and they must say why.
-    #[allow(clippy::too_many_arguments)]
     pub fn add_user(
         &mut self,
         admin: &mut Session,
-        username: &str,
-        full_name: &str,
-        role: Role,
-        pin: &str,
+        user: &NewUser<'_>,
         reason: &str,
         at: At,
     ) -> Result<u64, RecordError> {
         admin.touch(at.utc, &self.policy)?;
         admin.require(Action::ManageUsers)?;
-        self.insert_user(Some(admin.user_id), username, full_name, role, pin, reason, at)
+        self.insert_user(Some(admin.user_id), user, reason, at)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn insert_user(
         &mut self,
         by: Option<u64>,
-        username: &str,
-        full_name: &str,
-        role: Role,
-        pin: &str,
+        user: &NewUser<'_>,
         reason: &str,
         at: At,
     ) -> Result<u64, RecordError> {
+        let NewUser { username, full_name, role, pin } = *user;
         if pin.chars().count() < self.policy.min_pin_len {
             return Err(AuthError::PinTooShort(self.policy.min_pin_len).into());
         }

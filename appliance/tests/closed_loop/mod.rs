@@ -58,7 +58,7 @@ pub fn dose(
         }
     };
     let started_at = t;
-    let mut drive = |plant: &mut Plant, a: Action| match a {
+    let drive = |plant: &mut Plant, a: Action| match a {
         Action::Rate { ml_min } => {
             plant.set_pump_drive(
                 PumpId::Peristaltic,
