@@ -341,6 +341,12 @@ impl<C: Connector> Link<C> {
     ) -> Result<D::Frame, LinkError> {
         let mut garbled: Option<String> = None;
         loop {
+            // A peer that always has bytes ready must not hold us past the deadline. tokio's
+            // cooperative budget already lets the timer win in that race; this check does not
+            // depend on it.
+            if Instant::now() >= deadline {
+                return Err(self.expired(command, garbled));
+            }
             match decoder.decode(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
@@ -365,18 +371,21 @@ impl<C: Connector> Link<C> {
                     self.close();
                     return Err(self.port_gone(command, source));
                 }
-                Err(_) => {
-                    return Err(match garbled {
-                        Some(detail) => LinkError::Garbled {
-                            device: self.device.clone(),
-                            port: self.port().to_owned(),
-                            command: command.to_owned(),
-                            detail,
-                        },
-                        None => self.timeout(command),
-                    });
-                }
+                Err(_) => return Err(self.expired(command, garbled)),
             }
+        }
+    }
+
+    /// The deadline passed: garbled if garbage was all that came, else a timeout.
+    fn expired(&self, command: &str, garbled: Option<String>) -> LinkError {
+        match garbled {
+            Some(detail) => LinkError::Garbled {
+                device: self.device.clone(),
+                port: self.port().to_owned(),
+                command: command.to_owned(),
+                detail,
+            },
+            None => self.timeout(command),
         }
     }
 
@@ -455,6 +464,41 @@ mod tests {
         assert_eq!(n81.frame_time(96), Duration::from_millis(100));
         let sartorius = SerialSettings { parity: Parity::Odd, ..n81 };
         assert_eq!(sartorius.bits_per_char(), 11);
+    }
+
+    /// A peer that never stops talking garbage, so a read is always ready.
+    #[derive(Debug)]
+    struct Chatty;
+
+    impl Connector for Chatty {
+        type Io = tokio::io::DuplexStream;
+
+        async fn connect(&self) -> io::Result<Self::Io> {
+            use tokio::io::AsyncWriteExt as _;
+            let (ours, mut theirs) = tokio::io::duplex(64);
+            tokio::spawn(async move {
+                while theirs.write_all(b"\xff\xfe\xfd\r\n").await.is_ok() {
+                    tokio::task::yield_now().await;
+                }
+            });
+            Ok(ours)
+        }
+
+        fn port(&self) -> &str {
+            "chatty"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_stops_sending_cannot_hold_a_request_past_its_deadline() {
+        let policy = LinkPolicy { timeout: Duration::from_millis(100), ..LinkPolicy::default() };
+        let mut link = Link::new("balance", Chatty, policy);
+        let started = std::time::Instant::now();
+        let deadline = link.send(b"S\r\n", "S").await.unwrap();
+        let mut decoder = crate::balance::mt_sics::codec::ReplyDecoder;
+        let err = link.receive(&mut decoder, "S", deadline).await.unwrap_err();
+        assert!(matches!(err, LinkError::Garbled { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 
     /// A connector that fails a set number of times, to see the backoff without a port.

@@ -344,15 +344,21 @@ async fn run_and_follow<P: Pump>(p: &mut P, rate: FlowRate, volume: Volume) -> R
     done(p.set_rate(rate).await)?;
     done(p.dispense(volume).await)?;
     println!("running: {rate} for {volume}");
+    let mut polls = 0u64;
     loop {
+        polls += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
         let status = done(p.status().await)?;
         let moved = done(p.dispensed().await)?;
-        println!("{:?}: forward {} reverse {}", status.motion, moved.forward, moved.reverse);
+        // Once a second is plenty for a person; the last line always shows.
+        let running = matches!(status.motion, Motion::Running(_));
+        if polls.is_multiple_of(4) || !running {
+            println!("{:?}: forward {} reverse {}", status.motion, moved.forward, moved.reverse);
+        }
         if let Some(alarm) = status.alarm {
             bail!("pump alarm: {alarm}");
         }
-        if !matches!(status.motion, Motion::Running(_)) {
+        if !running {
             return Ok(());
         }
     }
@@ -439,8 +445,18 @@ async fn emulate(protocol: ProtocolArg, link: Option<PathBuf>, grams: f64) -> Re
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    // One plain line for a person at the unit; never a backtrace, whatever RUST_BACKTRACE says.
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let target = match &cli.command {
         Command::Emulate { protocol, link, grams } => {
             return emulate(*protocol, link.clone(), *grams).await;

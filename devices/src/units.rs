@@ -41,10 +41,17 @@ macro_rules! non_negative {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{} {}", self.0, $suffix)
+                write!(f, "{} {}", three_places(self.0), $suffix)
             }
         }
     };
+}
+
+/// At most three decimals, trailing zeros dropped: `0.0890092879` reads as `0.089`, `6` as `6`.
+fn three_places(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".to_owned() } else { s.to_owned() }
 }
 
 non_negative!(
@@ -211,6 +218,14 @@ impl fmt::Display for Reading {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantities_show_at_most_three_decimals() {
+        assert_eq!(Volume::new(0.089_009_287_925_696_6).unwrap().to_string(), "0.089 mL");
+        assert_eq!(FlowRate::new(6.0).unwrap().to_string(), "6 mL/min");
+        assert_eq!(Volume::new(10.0).unwrap().to_string(), "10 mL");
+        assert_eq!(Volume::new(0.0004).unwrap().to_string(), "0 mL");
+    }
+
     use super::*;
 
     #[test]
