@@ -8,5 +8,6 @@
 pub mod engine;
 pub mod export;
 pub mod records;
+pub mod supervisor;
 pub mod tpm;
 pub mod usb;

@@ -219,10 +219,10 @@ impl Batch {
         match event {
             Event::Operator(cmd) => self.operator(cmd, now, &mut out),
             Event::OutputsSettled => self.settled(now, &mut out),
-            Event::Fault(f) => self.fault(f, &mut out),
+            Event::Fault(f) => self.fault(f, now, &mut out),
             Event::Balance { grams, stable } => {
                 if let Some(f) = self.monitor.balance(now, grams, stable) {
-                    self.fault(f, &mut out);
+                    self.fault(f, now, &mut out);
                 } else if let (Some(g), true) = (grams, self.state.drives_outputs()) {
                     self.on_balance(g, stable, now, &mut out);
                 }
@@ -231,14 +231,14 @@ impl Batch {
                 self.temp = celsius;
                 let target = self.setpoint.filter(|_| self.state.drives_outputs());
                 if let Some(f) = self.monitor.heater(now, celsius, target) {
-                    self.fault(f, &mut out);
+                    self.fault(f, now, &mut out);
                 } else if self.state.drives_outputs() {
                     self.on_time(now, &mut out);
                 }
             }
             Event::Tick => {
                 if let Some(f) = self.monitor.tick(now) {
-                    self.fault(f, &mut out);
+                    self.fault(f, now, &mut out);
                 } else if self.state.drives_outputs() {
                     self.on_time(now, &mut out);
                 }
@@ -319,9 +319,11 @@ impl Batch {
         }
     }
 
-    fn fault(&mut self, fault: Fault, out: &mut Vec<Output>) {
+    fn fault(&mut self, fault: Fault, now: Duration, out: &mut Vec<Output>) {
         out.extend([Output::StopAllPumps, Output::HeaterOff]);
         self.setpoint = None;
+        // Nothing is commanded to flow any more: the stall check has nothing to expect.
+        self.monitor.pump_commanded("all", now, 0.0);
         out.push(Output::Alarm { text: fault.describe(), fault });
         if matches!(self.state, State::Running | State::Restarting) {
             self.transition(Command::Hold, out);

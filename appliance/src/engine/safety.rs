@@ -58,18 +58,49 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 pub enum Fault {
-    HeaterNotHeating { temp_c: f64, target_c: f64 },
-    HeaterOverTarget { temp_c: f64, target_c: f64 },
-    HeaterHeatingWhileOff { temp_c: f64, off_at_c: f64 },
-    OverTemperature { temp_c: f64, max_c: f64 },
+    HeaterNotHeating {
+        temp_c: f64,
+        target_c: f64,
+    },
+    HeaterOverTarget {
+        temp_c: f64,
+        target_c: f64,
+    },
+    HeaterHeatingWhileOff {
+        temp_c: f64,
+        off_at_c: f64,
+    },
+    OverTemperature {
+        temp_c: f64,
+        max_c: f64,
+    },
     SensorBreak,
-    Stale { device: String, age_ms: u64 },
+    Stale {
+        device: String,
+        age_ms: u64,
+    },
     BalanceOverload,
-    BalanceUnstable { for_ms: u64 },
-    PumpStall { pump: String, expected_g: f64, gained_g: f64 },
-    OverVolume { mass_g: f64, limit_g: f64 },
+    BalanceUnstable {
+        for_ms: u64,
+    },
+    PumpStall {
+        pump: String,
+        expected_g: f64,
+        gained_g: f64,
+    },
+    OverVolume {
+        mass_g: f64,
+        limit_g: f64,
+    },
     EmergencyStop,
-    LinkDown { device: String },
+    LinkDown {
+        device: String,
+    },
+    /// A device refused a command or did not answer it.
+    DeviceRefused {
+        device: String,
+        why: String,
+    },
 }
 
 impl Fault {
@@ -102,6 +133,9 @@ impl Fault {
             }
             Self::EmergencyStop => "emergency stop pressed".into(),
             Self::LinkDown { device } => format!("{device}: link lost"),
+            Self::DeviceRefused { device, why } => {
+                format!("{device} did not do as commanded: {why}")
+            }
         }
     }
 }
@@ -418,6 +452,10 @@ mod tests {
             Fault::OverVolume { mass_g: 250.5, limit_g: 250.0 },
             Fault::EmergencyStop,
             Fault::LinkDown { device: "heater".into() },
+            Fault::DeviceRefused {
+                device: "syringe".into(),
+                why: "syringe refused: value out of range".into(),
+            },
         ];
         let text: Vec<String> = faults.iter().map(Fault::describe).collect();
         insta::assert_snapshot!(text.join("\n"));

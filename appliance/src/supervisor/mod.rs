@@ -1,0 +1,109 @@
+//! The supervisor's runtime: device actors built from the unit configuration, and the loop
+//! that runs a batch's engine against them and records what happens.
+
+pub mod actors;
+pub mod runtime;
+
+use std::time::Duration;
+
+use galen_devices::balance::mt_sics::MtSicsBalance;
+use galen_devices::balance::sbi::{SbiBalance, SbiOptions};
+use galen_devices::config::{BalanceProtocol, DeviceSpec, PumpProtocol, UnitConfig};
+use galen_devices::heater::eurotherm::EurothermHeater;
+use galen_devices::pump::new_era::NewEraPump;
+use galen_devices::pump::wm520::Wm520Pump;
+use galen_devices::units::Weight;
+use tokio::sync::mpsc;
+
+use crate::engine::batch::Pump;
+use actors::Observed;
+use runtime::Devices;
+
+/// How often the balance is read; the dispense controller's loop rate.
+pub const BALANCE_PERIOD: Duration = Duration::from_millis(100);
+/// How often the temperature is read.
+pub const HEATER_PERIOD: Duration = Duration::from_millis(500);
+
+/// Why the unit's devices could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("the unit configuration has no {0}")]
+    Missing(&'static str),
+    #[error("the unit configuration has more than one {0}; which to use is ambiguous")]
+    Several(&'static str),
+}
+
+/// Starts one actor per configured device (on the current tokio runtime) and returns the
+/// channels to command them. Observations go to `observed`.
+pub fn start_devices(
+    unit: &UnitConfig,
+    observed: &mpsc::Sender<Observed>,
+) -> Result<Devices, StartError> {
+    let mut balance = None;
+    let mut heater = None;
+    let mut pumps = Vec::new();
+    for d in &unit.devices {
+        let (name, connector, policy) = (d.name.clone(), d.connector(), d.policy());
+        match &d.spec {
+            DeviceSpec::Balance { protocol, capacity_g, readability_g } => {
+                if balance.is_some() {
+                    return Err(StartError::Several("balance"));
+                }
+                let (tx, rx) = mpsc::channel(8);
+                let to = observed.clone();
+                match protocol {
+                    BalanceProtocol::MtSics => {
+                        let b = MtSicsBalance::new(name.clone(), connector, policy);
+                        tokio::spawn(actors::balance(name, b, rx, to, BALANCE_PERIOD));
+                    }
+                    BalanceProtocol::Sbi => {
+                        let options = SbiOptions {
+                            capacity: Some(Weight::grams(*capacity_g)),
+                            readability: readability_g.map(Weight::grams),
+                            ..SbiOptions::default()
+                        };
+                        let b = SbiBalance::new(name.clone(), connector, policy, options);
+                        tokio::spawn(actors::balance(name, b, rx, to, BALANCE_PERIOD));
+                    }
+                }
+                balance = Some(tx);
+            }
+            DeviceSpec::Pump { protocol, max_volume_ml, .. } => {
+                let (tx, rx) = mpsc::channel(8);
+                let role = match protocol {
+                    PumpProtocol::NewEra(o) => {
+                        tokio::spawn(actors::pump(
+                            name.clone(),
+                            NewEraPump::new(name, connector, policy, *o),
+                            rx,
+                        ));
+                        Pump::Syringe
+                    }
+                    PumpProtocol::Wm520(o) => {
+                        tokio::spawn(actors::pump(
+                            name.clone(),
+                            Wm520Pump::new(name, connector, policy, *o),
+                            rx,
+                        ));
+                        Pump::Peristaltic
+                    }
+                };
+                pumps.push((role, tx, *max_volume_ml));
+            }
+            DeviceSpec::Heater { options, .. } => {
+                if heater.is_some() {
+                    return Err(StartError::Several("heater"));
+                }
+                let (tx, rx) = mpsc::channel(8);
+                let h = EurothermHeater::new(name.clone(), connector, policy, *options);
+                tokio::spawn(actors::heater(name, h, rx, observed.clone(), HEATER_PERIOD));
+                heater = Some(tx);
+            }
+        }
+    }
+    Ok(Devices {
+        balance: balance.ok_or(StartError::Missing("balance"))?,
+        pumps,
+        heater: heater.ok_or(StartError::Missing("heater"))?,
+    })
+}

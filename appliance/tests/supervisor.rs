@@ -1,0 +1,153 @@
+//! The supervisor runtime on the simulated unit: real ptys, the real drivers, the plant's
+//! physics, and a record store on a private software TPM. Plant time runs at wall speed, so
+//! these tests take tens of seconds.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use galen_appliance::engine::batch::{Batch, Event, Planned, Pump};
+use galen_appliance::engine::dispense::Spec;
+use galen_appliance::engine::safety::{Limits, Monitor};
+use galen_appliance::engine::state::{Command, State};
+use galen_appliance::records::RecordStore;
+use galen_appliance::supervisor::runtime::{Run, SystemClock};
+use galen_appliance::supervisor::start_devices;
+use galen_hil::plant::{PlantFault, PumpId};
+use galen_hil::rig::{Injection, Rig, RigConfig, Trigger};
+use galen_record::{Entry, EntryKind};
+use tokio::sync::mpsc;
+
+fn plan(target_g: f64) -> Vec<Planned> {
+    vec![
+        Planned::Tare { id: "tare-vessel".into() },
+        Planned::Dispense {
+            id: "dispense-water".into(),
+            material: "water".into(),
+            pump: Pump::Peristaltic,
+            spec: Spec { target_g, tolerance_g: 0.2, density_g_ml: 0.997, max_rate_ml_min: 60.0 },
+        },
+        Planned::Hold {
+            id: "rest".into(),
+            min_c: 15.0,
+            max_c: 35.0,
+            duration: Duration::from_secs(2),
+        },
+    ]
+}
+
+struct Unit {
+    _appliance: support::Rig,
+    store: Arc<Mutex<RecordStore>>,
+    rig: Rig,
+    _dir: tempfile::TempDir,
+}
+
+fn unit() -> Unit {
+    let appliance = support::Rig::new();
+    let store = Arc::new(Mutex::new(appliance.commission()));
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(RigConfig::default(), dir.path()).expect("the rig starts");
+    Unit { _appliance: appliance, store, rig, _dir: dir }
+}
+
+fn entries(store: &Arc<Mutex<RecordStore>>, batch: &str) -> Vec<Entry> {
+    store.lock().unwrap().batch_entries(batch).unwrap()
+}
+
+fn describe(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.body.kind.as_str(),
+                e.body.object,
+                e.body.new_value.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_on_the_simulated_unit_and_every_step_is_recorded() {
+    let u = unit();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(15.0), Monitor::new(Limits::default()));
+    let mut run = Run::new("B-HIL-1".into(), devices, u.store.clone(), SystemClock);
+    let state = tokio::time::timeout(Duration::from_secs(120), run.run(batch, operator, observed))
+        .await
+        .expect("the batch finishes within two minutes")
+        .expect("the run does not fail");
+    assert_eq!(state, State::Complete);
+    let delivered = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!((delivered - 15.0).abs() <= 0.3, "the vessel holds {delivered} g");
+    let log = describe(&entries(&u.store, "B-HIL-1"));
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("batch_state batch.state Running"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("batch_state phase.dispense-water")
+                && l.contains("within tolerance")),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|l| l.starts_with("setpoint pump.peristaltic.rate")), "{log:#?}");
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("batch_state batch.state Complete"),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_that_stalls_mid_dispense_is_stopped_the_batch_held_and_the_alarm_recorded() {
+    let u = unit();
+    u.rig
+        .schedule(
+            Trigger::When("vessel_mass_g > 3".parse().unwrap()),
+            Injection::Plant(PlantFault::PumpStall { pump: PumpId::Peristaltic, alarm: false }),
+        )
+        .unwrap();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let store = u.store.clone();
+    let mut run = Run::new("B-HIL-2".into(), devices, store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+
+    // Wait for the batch to be Held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = describe(&entries(&store, "B-HIL-2"));
+        if log.iter().any(|l| l == "batch_state batch.state Held") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never held: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = entries(&store, "B-HIL-2");
+    let alarm = all.iter().find(|e| e.body.kind == EntryKind::Alarm).expect("an alarm entry");
+    assert!(alarm.body.new_value.as_deref().unwrap_or("").contains("peristaltic"), "{alarm:?}");
+    // The plant confirms it: once the rotor has coasted to rest (0.3 s time constant), free
+    // the pump; if it were still driven, liquid would flow again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    u.rig.inject(Injection::Plant(PlantFault::PumpFree(PumpId::Peristaltic))).unwrap();
+    let before = u.rig.plant().snapshot().vessel_liquid_g;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!((after - before).abs() < 0.01, "the pump was still running: {before} g -> {after} g");
+
+    operator_tx.send(Event::Operator(Command::Abort)).await.unwrap();
+    let state =
+        tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap().unwrap();
+    assert_eq!(state, State::Aborted);
+}
