@@ -12,6 +12,7 @@ use galen_appliance::engine::dispense::Spec;
 use galen_appliance::engine::safety::{Limits, Monitor};
 use galen_appliance::engine::state::{Command, State};
 use galen_appliance::records::RecordStore;
+use galen_appliance::supervisor::recovery::recover;
 use galen_appliance::supervisor::runtime::{Run, SystemClock};
 use galen_appliance::supervisor::start_devices;
 use galen_hil::plant::{PlantFault, PumpId};
@@ -150,4 +151,58 @@ async fn a_pump_that_stalls_mid_dispense_is_stopped_the_batch_held_and_the_alarm
     let state =
         tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap().unwrap();
     assert_eq!(state, State::Aborted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_mid_dispense_the_unit_is_made_safe_and_the_batch_held_with_a_deviation() {
+    let u = unit();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(40.0), Monitor::new(Limits::default()));
+    let mut run = Run::new("B-HIL-3".into(), devices.clone(), u.store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+    // Crash while the pump is pouring: the task dies mid-flight, nothing is cleaned up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while u.rig.plant().snapshot().vessel_liquid_g < 5.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the dispense never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.abort();
+    let _ = running.await;
+    let poured = u.rig.plant().snapshot().vessel_liquid_g;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        u.rig.plant().snapshot().vessel_liquid_g > poured,
+        "the pump must still be running after the crash"
+    );
+
+    // The process is gone: its record store closes without a shutdown checkpoint.
+    drop(u.store);
+    let reopened = Arc::new(Mutex::new(u._appliance.open()));
+    assert_eq!(reopened.lock().unwrap().integrity(), &galen_appliance::records::Integrity::Sound);
+    let policy =
+        |_: &str, phase: &str| (phase == "dispense-water").then(|| "qa-decision".to_owned());
+    let recovered = recover(&devices, &reopened, &SystemClock, policy).await.unwrap();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].phase.as_deref(), Some("dispense-water"));
+    assert_eq!(recovered[0].policy.as_deref(), Some("qa-decision"));
+
+    // The pump was stopped before anything else. (Give the liquid already in the tube, 0.5 s
+    // time constant, time to drain first.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopped = u.rig.plant().snapshot().vessel_liquid_g;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!(
+        (later - stopped).abs() < 0.01,
+        "still pouring after recovery: {stopped} g -> {later} g"
+    );
+    let log = describe(&entries(&reopened, "B-HIL-3"));
+    let n = log.len();
+    assert!(log[n - 2].starts_with("deviation batch.restart the supervisor restarted while this batch was Running in phase dispense-water"), "{log:#?}");
+    assert_eq!(log[n - 1], "batch_state batch.state Held");
+    // Recovering again holds nothing twice.
+    assert!(recover(&devices, &reopened, &SystemClock, policy).await.unwrap().is_empty());
 }

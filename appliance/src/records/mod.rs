@@ -95,6 +95,16 @@ impl NewEntry {
     }
 }
 
+/// A batch the supervisor was running when it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub batch_id: String,
+    /// Its last recorded state.
+    pub state: String,
+    /// The phase that had started and not finished.
+    pub phase: Option<String>,
+}
+
 /// The state of the records after the start-up check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integrity {
@@ -806,6 +816,45 @@ impl RecordStore {
     /// Every entry of a batch, in order.
     pub fn batch_entries(&self, batch_id: &str) -> Result<Vec<Entry>, RecordError> {
         self.query_entries("WHERE batch_id = ?1 ORDER BY seq", [batch_id])
+    }
+
+    /// Batches the record says were doing something when the supervisor last stopped: their
+    /// last `batch.state` is Running or a transient state (not Idle, Held or an end state).
+    /// With each, the phase that had started and not finished, if any.
+    pub fn interrupted_batches(&self) -> Result<Vec<Interrupted>, RecordError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT e.batch_id, e.new_value FROM entries e \
+             WHERE e.kind = 'batch_state' AND e.object = 'batch.state' AND e.seq = ( \
+               SELECT max(seq) FROM entries WHERE batch_id = e.batch_id \
+               AND kind = 'batch_state' AND object = 'batch.state') ORDER BY e.seq",
+        )?;
+        let last: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (batch_id, state) in last {
+            if !matches!(
+                state.as_str(),
+                "Running" | "Holding" | "Restarting" | "Stopping" | "Aborting"
+            ) {
+                continue;
+            }
+            // The last phase entry says "started" if the phase never finished.
+            let phase: Option<(String, Option<String>)> = self
+                .conn
+                .query_row(
+                    "SELECT object, new_value FROM entries WHERE batch_id = ?1 \
+                     AND kind = 'batch_state' AND object LIKE 'phase.%' ORDER BY seq DESC LIMIT 1",
+                    [&batch_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let phase = phase
+                .filter(|(_, v)| v.as_deref() == Some("started"))
+                .and_then(|(o, _)| o.strip_prefix("phase.").map(str::to_owned));
+            out.push(Interrupted { batch_id, state, phase });
+        }
+        Ok(out)
     }
 
     /// Every entry with `from <= utc < to`, in order.

@@ -161,20 +161,7 @@ impl<C: WallClock> Run<C> {
 
     /// Stops every pump and switches the heater off; remembers whether all confirmed.
     async fn make_safe(&mut self) {
-        let mut acks = Vec::new();
-        for (_, pump, _) in &self.devices.pumps {
-            let (tx, rx) = oneshot::channel();
-            let _ = pump.send(PumpCommand::Stop(tx)).await;
-            acks.push(rx);
-        }
-        let (tx, rx) = oneshot::channel();
-        let _ = self.devices.heater.send(HeaterCommand::Off(tx)).await;
-        acks.push(rx);
-        let mut all = true;
-        for rx in acks {
-            all &= matches!(tokio::time::timeout(ACK_TIMEOUT, rx).await, Ok(Ok(Ok(()))));
-        }
-        self.safe_pending = !all;
+        self.safe_pending = !make_unit_safe(&self.devices).await;
     }
 
     async fn apply(
@@ -342,6 +329,25 @@ impl<C: WallClock> Run<C> {
         .await
         .map_err(|_| RunError::RecordsGone)?
     }
+}
+
+/// Stops every pump and switches the heater off, all at once; true if every device
+/// confirmed within the acknowledgement timeout.
+pub async fn make_unit_safe(devices: &Devices) -> bool {
+    let mut acks = Vec::new();
+    for (_, pump, _) in &devices.pumps {
+        let (tx, rx) = oneshot::channel();
+        let _ = pump.send(PumpCommand::Stop(tx)).await;
+        acks.push(rx);
+    }
+    let (tx, rx) = oneshot::channel();
+    let _ = devices.heater.send(HeaterCommand::Off(tx)).await;
+    acks.push(rx);
+    let mut all = true;
+    for rx in acks {
+        all &= matches!(tokio::time::timeout(ACK_TIMEOUT, rx).await, Ok(Ok(Ok(()))));
+    }
+    all
 }
 
 fn pump_id(p: Pump) -> &'static str {
