@@ -24,7 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The Galen supervisor: drives the unit's instruments, runs batches, keeps the records.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// The record database.
     #[arg(long, default_value = "/var/lib/galen/records.sqlite", global = true)]

@@ -12,7 +12,7 @@ use galen_record::bundle;
 /// Verify a Galen batch-record export: the signed manifest, every file's digest, the TPM
 /// checkpoint, the whole hash chain, every exported entry and every e-signature.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// The export folder (the one holding VERIFY.txt and MANIFEST.sha256).
     bundle: PathBuf,
