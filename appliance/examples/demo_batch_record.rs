@@ -73,9 +73,21 @@ fn main() -> Result<()> {
         pcrs: vec![7],
     })?;
     let db = out.join("appliance/records.sqlite");
-    let admin = FirstAdmin { username: "admin", full_name: "Alan Admin", pin: "271828" };
-    let mut store = RecordStore::create(&db, "galen-demo-0001", tpm, &admin, at())?;
-    println!("    commissioned appliance galen-demo-0001: records in {}", db.display());
+    // `applianced commission` made the store; a fresh folder gets one here.
+    let mut store = if db.exists() {
+        let store = RecordStore::open(&db, "galen-demo-0001", tpm, at())?;
+        println!(
+            "    opened the records applianced keeps: {} entries, {:?}",
+            store.len(),
+            store.integrity()
+        );
+        store
+    } else {
+        let admin = FirstAdmin { username: "admin", full_name: "Alan Admin", pin: "271828" };
+        let store = RecordStore::create(&db, "galen-demo-0001", tpm, &admin, at())?;
+        println!("    commissioned appliance galen-demo-0001: records in {}", db.display());
+        store
+    };
 
     let mut alan = store.login("admin", "271828", at())?;
     for (user, name, role, pin) in [

@@ -34,7 +34,7 @@ pub(crate) fn run() -> Result<()> {
         std::fs::remove_dir_all(&out).context("clearing target/galen-demo")?;
     }
     std::fs::create_dir_all(&out)?;
-    let mut steps = Steps { total: 8, done: 0 };
+    let mut steps = Steps { total: 9, done: 0 };
 
     steps.next("Install what the appliance needs (Debian packages)");
     setup::run(setup::Mode::Install)?;
@@ -52,7 +52,11 @@ pub(crate) fn run() -> Result<()> {
 
     steps
         .next("Drive a simulated unit's instruments over real serial framing (ptys), with physics");
-    instruments(&out.join("rig"))?;
+    let rig = instruments(&out.join("rig"))?;
+
+    steps.next("Commission the appliance and run its supervisor against the simulated unit");
+    supervisor(&out, &services.tpm_tcti)?;
+    drop(rig);
 
     steps.next("The manufacturer lints, signs and publishes the example recipes (TUF)");
     let maker = out.join("manufacturer");
@@ -114,9 +118,10 @@ pub(crate) fn run() -> Result<()> {
     println!("    record database      {}", out.join("appliance/records.sqlite").display());
     println!("    signed recipe repo   {}", repo.display());
     println!(
-        "\nNot built yet: the simulated unit and its physics (issue 4), the supervisor that runs \
-         batches on devices (7), the D-Bus API and galenctl (8), the touchscreen (9) and the \
-         image (10). Each joins this demo when it lands."
+        "\nNot built yet: running a batch through applianced needs its D-Bus API and galenctl \
+         (issue 8), so the batch above was recorded by a stand-in for the operator; the \
+         touchscreen (9) and the image (10) are not built either. Each joins this demo when it \
+         lands."
     );
     Ok(())
 }
@@ -155,9 +160,9 @@ fn manufacturer(root: &Path, examples: &Path, keys: &Path, repo: &Path) -> Resul
 
 /// Starts the simulated unit (`hil rig`: the emulators on ptys, bound to one physics model)
 /// and drives it with the service tool the way an engineer at the unit would.
-fn instruments(rig_dir: &Path) -> Result<()> {
+fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
     let bin = |name: &str| workspace_root().join("target/debug").join(name);
-    let _rig = process::spawn(
+    let rig = process::spawn(
         Command::new(bin("hil"))
             .args(["rig", "--dir"])
             .arg(rig_dir)
@@ -218,6 +223,61 @@ fn instruments(rig_dir: &Path) -> Result<()> {
     println!(
         "    10 mL of water went from the reservoir into the vessel; the balance saw it arrive"
     );
+    Ok(rig)
+}
+
+/// `applianced commission`, then `applianced run` against the rig until SIGTERM.
+fn supervisor(out: &Path, tcti: &str) -> Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let appliance = out.join("appliance");
+    let base = |cmd: &mut Command| {
+        cmd.arg("--db")
+            .arg(appliance.join("records.sqlite"))
+            .arg("--keys")
+            .arg(appliance.join("keys"))
+            .args(["--tcti", tcti, "--device-id", "galen-demo-0001"])
+            .env("RUST_LOG", "warn");
+    };
+    let applianced = workspace_root().join("target/debug/applianced");
+    println!("    $ applianced commission --admin admin --name 'Alan Admin'   (PIN on stdin)");
+    let mut cmd = Command::new(&applianced);
+    base(&mut cmd);
+    cmd.args(["commission", "--admin", "admin", "--name", "Alan Admin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = process::spawn(&mut cmd)?;
+    writeln!(child.child_mut().stdin.take().context("stdin")?, "271828")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut child.child_mut().stdout.take().context("stdout")?,
+        &mut text,
+    )?;
+    if !child.wait()?.success() {
+        bail!("applianced commission failed");
+    }
+    for line in text.lines() {
+        println!("      {line}");
+    }
+    println!("    $ applianced run --unit rig/unit.toml");
+    let mut cmd = Command::new(&applianced);
+    base(&mut cmd);
+    cmd.args(["run", "--unit"]).arg(out.join("rig/unit.toml")).stdout(std::process::Stdio::piped());
+    let mut child = process::spawn(&mut cmd)?;
+    let mut lines =
+        std::io::BufReader::new(child.child_mut().stdout.take().context("stdout")?).lines();
+    let ready = lines.next().context("applianced exited before it was ready")??;
+    println!("      {ready}");
+    println!("    (systemd would now see READY=1; sending SIGTERM as systemd does on stop)");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.child_mut().id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    for line in lines.map_while(Result::ok) {
+        println!("      {line}");
+    }
+    if !child.wait()?.success() {
+        bail!("applianced did not stop cleanly");
+    }
     Ok(())
 }
 

@@ -111,12 +111,11 @@ fn commission(cli: &Cli, admin: &str, name: &str) -> Result<()> {
     let first = FirstAdmin { username: admin, full_name: name, pin };
     let at = At::utc(SystemClock.now());
     let store = RecordStore::create(&cli.db, &cli.device_id, tpm(cli)?, &first, at)?;
+    println!("commissioned {}: records in {}", cli.device_id, cli.db.display());
     println!(
-        "commissioned {}: records in {}, checkpoint key fingerprint:\n{}",
-        cli.device_id,
-        cli.db.display(),
-        store.public_key_pem()
+        "checkpoint key fingerprint (keep it in the commissioning record; inspectors compare it):"
     );
+    println!("{}", store.public_key_fingerprint());
     store.shutdown(at)?;
     Ok(())
 }

@@ -308,6 +308,14 @@ impl RecordStore {
             .expect("a P-256 key encodes as PEM")
     }
 
+    /// SHA-256 of the checkpoint key (SubjectPublicKeyInfo, DER), as VERIFY.txt prints it:
+    /// the value the commissioning record keeps for inspectors to compare.
+    pub fn public_key_fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let der = self.tpm.verifying_key().to_public_key_der().expect("a P-256 key encodes as DER");
+        galen_record::hex::encode(&Sha256::digest(der.as_bytes()))
+    }
+
     /// Appends one entry durably and returns it as stored.
     pub fn append(&mut self, at: At, e: NewEntry) -> Result<Entry, RecordError> {
         if e.kind == EntryKind::BatchCreated
