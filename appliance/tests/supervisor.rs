@@ -206,3 +206,55 @@ async fn after_a_crash_mid_dispense_the_unit_is_made_safe_and_the_batch_held_wit
     // Recovering again holds nothing twice.
     assert!(recover(&devices, &reopened, &SystemClock, policy).await.unwrap().is_empty());
 }
+
+/// Runs a dispense batch, injects `fault` once 3 g are in the vessel, and returns the alarm
+/// text the batch was held with. Every fault must end in Held with outputs safe.
+async fn held_by(fault: Injection) -> String {
+    let u = unit();
+    u.rig.schedule(Trigger::When("vessel_mass_g > 3".parse().unwrap()), fault).unwrap();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let store = u.store.clone();
+    let mut run = Run::new("B-FAULT".into(), devices, store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let alarm = loop {
+        let all = entries(&store, "B-FAULT");
+        let held = all
+            .iter()
+            .any(|e| e.body.object == "batch.state" && e.body.new_value.as_deref() == Some("Held"));
+        if held {
+            let alarm =
+                all.iter().find(|e| e.body.kind == EntryKind::Alarm).expect("an alarm before Held");
+            break alarm.body.new_value.clone().unwrap_or_default();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never held: {:#?}", describe(&all));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    operator_tx.send(Event::Operator(Command::Abort)).await.unwrap();
+    let state =
+        tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap().unwrap();
+    assert_eq!(state, State::Aborted);
+    alarm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_unplugged_mid_dispense_holds_the_batch() {
+    let alarm = held_by(Injection::Unplug("balance".into())).await;
+    assert_eq!(alarm, "balance: link lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_temperature_sensor_holds_the_batch() {
+    let alarm = held_by(Injection::Plant(PlantFault::SensorBreak(true))).await;
+    assert_eq!(alarm, "heater temperature sensor broken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heater_stuck_on_while_dispensing_holds_the_batch() {
+    let alarm = held_by(Injection::Plant(PlantFault::HeaterStuckOn(true))).await;
+    assert!(alarm.starts_with("heater heating while off"), "{alarm}");
+}

@@ -375,8 +375,27 @@ impl Batch {
         };
     }
 
+    /// The most the vessel may hold after the tare: every planned addition at the top of its
+    /// tolerance, plus a margin for balance noise and drift.
+    fn mass_ceiling(&self) -> f64 {
+        let planned: f64 = self
+            .plan
+            .iter()
+            .map(|p| match p {
+                Planned::Dispense { spec, .. } => spec.target_g + spec.tolerance_g,
+                Planned::ManualDispense { target_g, tolerance_g, .. } => target_g + tolerance_g,
+                _ => 0.0,
+            })
+            .sum();
+        planned * 1.05 + 1.0
+    }
+
     fn finish_phase(&mut self, result: String, now: Duration, out: &mut Vec<Output>) {
         let id = self.plan.get(self.index).map(|p| p.id().to_owned()).unwrap_or_default();
+        if matches!(self.plan.get(self.index), Some(Planned::Tare { .. })) {
+            // From here the balance reads net of the vessel: nothing may exceed the plan.
+            self.monitor.set_mass_limit(Some(self.mass_ceiling()));
+        }
         out.push(Output::PhaseDone { index: self.index, id, result });
         self.index += 1;
         self.done = self.index;
@@ -855,6 +874,31 @@ mod tests {
         let ok = batch.handle(Event::Confirmed, s(4));
         assert!(ok.iter().any(|o| matches!(o, Output::PhaseDone { result, .. } if result.starts_with("0.9820 g of azathioprine"))), "{ok:?}");
         assert_eq!(batch.state(), State::Complete);
+    }
+
+    #[test]
+    fn more_in_the_vessel_than_the_plan_allows_is_a_fault() {
+        let plan = vec![
+            Planned::Tare { id: "tare".into() },
+            Planned::ManualDispense {
+                id: "add".into(),
+                material: "api".into(),
+                target_g: 10.0,
+                tolerance_g: 0.1,
+            },
+        ];
+        let mut batch = Batch::new(plan, Monitor::new(Limits::default()));
+        let s = Duration::from_secs;
+        batch.handle(Event::Operator(Command::Start), s(0));
+        batch.handle(Event::Tared, s(0));
+        // Ceiling: (10 + 0.1) × 1.05 + 1 = 11.605 g.
+        assert!(batch.handle(Event::Balance { grams: Some(11.5), stable: true }, s(1)).is_empty());
+        let out = batch.handle(Event::Balance { grams: Some(11.7), stable: true }, s(2));
+        assert_eq!(&out[..2], &[Output::StopAllPumps, Output::HeaterOff]);
+        assert!(
+            matches!(&out[2], Output::Alarm { fault: Fault::OverVolume { .. }, .. }),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -214,10 +214,15 @@ pub async fn heater<H: Heater>(
                 None => return,
             },
             _ = tick.tick() => {
-                let observed = match h.process_value().await {
-                    Ok(Ok(c)) => Observed::Temperature { celsius: Some(c.get()) },
-                    Ok(Err(_)) => Observed::Temperature { celsius: None },
-                    Err(e) => {
+                // The controller diagnoses a broken sensor in its status word while the PV
+                // register may still hold the last good value: read both.
+                let observed = match (h.process_value().await, h.status().await) {
+                    (Ok(Ok(_)), Ok(Ok(s))) if s.sensor_break || s.pv_over_range => {
+                        Observed::Temperature { celsius: None }
+                    }
+                    (Ok(Ok(c)), Ok(Ok(_))) => Observed::Temperature { celsius: Some(c.get()) },
+                    (Ok(Err(_)), _) | (_, Ok(Err(_))) => Observed::Temperature { celsius: None },
+                    (Err(e), _) | (_, Err(e)) => {
                         link.down(e.to_string(), &to).await;
                         continue;
                     }
