@@ -76,6 +76,9 @@ pub struct Run<C: WallClock> {
     pub clock: C,
     last_recorded_setpoint: Option<f64>,
     safe_pending: bool,
+    /// When the event being handled arrived.
+    event_at: tokio::time::Instant,
+    stop_latencies: Vec<Duration>,
 }
 
 impl<C: WallClock> std::fmt::Debug for Run<C> {
@@ -98,7 +101,15 @@ impl<C: WallClock> Run<C> {
             clock,
             last_recorded_setpoint: None,
             safe_pending: false,
+            event_at: tokio::time::Instant::now(),
+            stop_latencies: Vec::new(),
         }
+    }
+
+    /// For every pump stop: the time from the arrival of the event that caused it (usually a
+    /// balance reading) to the pump confirming it stopped.
+    pub fn stop_latencies(&self) -> &[Duration] {
+        &self.stop_latencies
     }
 
     /// Runs `batch` until it ends, taking operator events from `operator` and device
@@ -139,6 +150,7 @@ impl<C: WallClock> Run<C> {
                     }
                 },
             };
+            self.event_at = tokio::time::Instant::now();
             let outputs = batch.handle(event, start.elapsed());
             self.apply(&outputs, &mut queue).await?;
             // A transient state ends once its outputs are settled: safe outputs confirmed for
@@ -197,6 +209,9 @@ impl<C: WallClock> Run<C> {
                 }
                 Output::PumpStop { pump } => {
                     let r = self.pump(*pump, None).await;
+                    if r.is_ok() {
+                        self.stop_latencies.push(self.event_at.elapsed());
+                    }
                     self.on_ack(pump_id(*pump), r, queue);
                 }
                 Output::HeaterSetpoint { celsius } => {
