@@ -38,10 +38,11 @@ fn plan(target_g: f64) -> Vec<Planned> {
     ]
 }
 
+// Fields drop in order: the store (and its TPM context) before the swtpm it talks to.
 struct Unit {
-    _appliance: support::Rig,
     store: Arc<Mutex<RecordStore>>,
     rig: Rig,
+    _appliance: support::Rig,
     _dir: tempfile::TempDir,
 }
 
@@ -50,7 +51,7 @@ fn unit() -> Unit {
     let store = Arc::new(Mutex::new(appliance.commission()));
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).expect("the rig starts");
-    Unit { _appliance: appliance, store, rig, _dir: dir }
+    Unit { store, rig, _appliance: appliance, _dir: dir }
 }
 
 fn entries(store: &Arc<Mutex<RecordStore>>, batch: &str) -> Vec<Entry> {
