@@ -263,6 +263,18 @@ impl Rig {
         let ports = [PumpPort::new(), PumpPort::new()];
         let heater = HeaterPlant::new(p.ambient_c);
 
+        // Every emulator is registered the same way; they share no trait, so a macro.
+        macro_rules! spawner {
+            ($name:expr, $e:expr) => {{
+                let e = $e;
+                let faults = e.faults();
+                let spawn = serve_fn(move || {
+                    let e = e.clone();
+                    Served::spawn(move |io| async move { e.serve(io).await })
+                });
+                ($name, faults, spawn)
+            }};
+        }
         let mut spawners: Vec<(&'static str, FaultHandle, Spawner)> = Vec::new();
         let source = plant.clone();
         match config.balance {
@@ -273,14 +285,7 @@ impl Rig {
                     ..MtSicsModel::default()
                 };
                 let e = Arc::new(MtSicsEmulator::new(source, model));
-                spawners.push((
-                    BALANCE,
-                    e.faults(),
-                    serve_fn(move || {
-                        let e = e.clone();
-                        Served::spawn(move |io| async move { e.serve(io).await })
-                    }),
-                ));
+                spawners.push(spawner!(BALANCE, e));
             }
             BalanceDialect::Sbi => {
                 let model = SbiModel {
@@ -289,14 +294,7 @@ impl Rig {
                     ..SbiModel::default()
                 };
                 let e = Arc::new(SbiEmulator::new(source, model));
-                spawners.push((
-                    BALANCE,
-                    e.faults(),
-                    serve_fn(move || {
-                        let e = e.clone();
-                        Served::spawn(move |io| async move { e.serve(io).await })
-                    }),
-                ));
+                spawners.push(spawner!(BALANCE, e));
             }
         }
         let model = NewEraModel {
@@ -305,38 +303,17 @@ impl Rig {
             ..NewEraModel::default()
         };
         let e = Arc::new(NewEraEmulator::new(ports[0].clone(), model));
-        spawners.push((
-            SYRINGE,
-            e.faults(),
-            serve_fn(move || {
-                let e = e.clone();
-                Served::spawn(move |io| async move { e.serve(io).await })
-            }),
-        ));
+        spawners.push(spawner!(SYRINGE, e));
         let model = Wm520Model {
             ml_per_rev: p.peristaltic.ml_per_rev,
             max_rpm: p.peristaltic.max_rpm,
             ..Wm520Model::default()
         };
         let e = Arc::new(Wm520Emulator::new(ports[1].clone(), model));
-        spawners.push((
-            PERISTALTIC,
-            e.faults(),
-            serve_fn(move || {
-                let e = e.clone();
-                Served::spawn(move |io| async move { e.serve(io).await })
-            }),
-        ));
+        spawners.push(spawner!(PERISTALTIC, e));
         let controller = EurothermEmulator::new(heater.clone(), EurothermModel::default());
         let e = controller.clone();
-        spawners.push((
-            HEATER,
-            e.faults(),
-            serve_fn(move || {
-                let e = e.clone();
-                Served::spawn(move |io| async move { e.serve(io).await })
-            }),
-        ));
+        spawners.push(spawner!(HEATER, e));
 
         let mut slots = BTreeMap::new();
         for (name, faults, spawn) in spawners {
