@@ -158,6 +158,15 @@ pub enum RefusalReason {
     /// again.
     #[error("the stream ignored `SI` and was stopped with `@`: the tare was cleared")]
     TareCleared,
+    /// The device cannot be set to the value asked within 1 %: its resolution is coarser.
+    /// Nothing was sent; a silently rounded rate would be a wrong dose.
+    #[error("the device cannot be set to {asked} within 1 %; the nearest it accepts is {nearest}")]
+    NotRepresentable {
+        /// What was asked, with its unit.
+        asked: String,
+        /// The nearest value the device accepts, with its unit.
+        nearest: String,
+    },
     /// A configured limit forbids the request; nothing was sent.
     #[error("beyond the configured limit {limit}: asked {requested}, limit {allowed}")]
     LimitExceeded {

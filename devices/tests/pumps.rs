@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{connector, policy, report, show};
 use galen_devices::Pump;
+use galen_devices::RefusalReason;
 use galen_devices::emulator::Fault;
 use galen_devices::pty::Served;
 use galen_devices::pump::new_era::codec::Mode;
@@ -136,6 +137,28 @@ async fn watson_marlow_echo_is_swallowed_and_speed_is_read_back() {
 }
 
 #[tokio::test]
+async fn a_rate_the_pump_cannot_represent_within_one_percent_is_refused_before_sending() {
+    // 15.84 mL/rev and 0.1 rpm steps: 1 mL/min would run at 0.1 rpm = 1.584 mL/min.
+    let model = Wm520Model { ml_per_rev: 15.84, ..Wm520Model::default() };
+    let (_, _, served) = wm520(model);
+    let path = served.path().to_owned();
+    let options = Wm520Options { ml_per_rev: 15.84, ..Wm520Options::default() };
+    let mut pump = Wm520Pump::new("peristaltic", connector(&path), policy(), options);
+    let refused = pump.set_rate(FlowRate::new(1.0).unwrap()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&refused.reason, RefusalReason::NotRepresentable { nearest, .. } if nearest == "1.584 mL/min"),
+        "{refused}"
+    );
+    assert!(
+        !served.transcript().render().contains("SP"),
+        "nothing may be sent: {}",
+        served.transcript().render()
+    );
+    // 158.4 mL/min is exactly 10 rpm.
+    assert!(pump.set_rate(FlowRate::new(158.4).unwrap()).await.unwrap().is_ok());
+}
+
+#[tokio::test]
 async fn watson_marlow_without_echo_and_gone_silent() {
     let (emulator, _, served) = wm520(Wm520Model { echo: false, ..Wm520Model::default() });
     let path = served.path().to_owned();
@@ -163,7 +186,7 @@ async fn new_era_alarm_is_acknowledged_with_a_status_query_and_never_restarts_th
     port.raise_alarm(PumpAlarm::Stalled);
     let run = pump.run().await;
     assert!(
-        matches!(&run, Ok(Err(r)) if r.reason == galen_devices::RefusalReason::Alarm(PumpAlarm::Stalled)),
+        matches!(&run, Ok(Err(r)) if r.reason == RefusalReason::Alarm(PumpAlarm::Stalled)),
         "{run:?}"
     );
     assert!(!port.commanded().running, "RUN was re-sent after the stall: the pump restarted");

@@ -176,6 +176,27 @@ impl Default for PumpLimits {
 }
 
 /// A refusal decided without a round trip because a configured limit forbids the request.
+/// Refuses `asked` if what the device would really be set to (`nearest`) is more than 1 %
+/// away from it.
+pub(crate) fn representable(
+    device: &str,
+    command: String,
+    unit: &str,
+    asked: f64,
+    nearest: f64,
+) -> Option<crate::Refusal> {
+    let off = if asked == 0.0 { nearest.abs() } else { ((nearest - asked) / asked).abs() };
+    (off > 0.01).then(|| crate::Refusal {
+        device: device.to_owned(),
+        command,
+        reply: String::new(),
+        reason: crate::RefusalReason::NotRepresentable {
+            asked: format!("{asked} {unit}"),
+            nearest: format!("{nearest} {unit}"),
+        },
+    })
+}
+
 pub(crate) fn limit_refusal(
     device: &str,
     command: String,

@@ -614,7 +614,7 @@ fn device_kind(device: &str) -> Option<&'static str> {
     }
 }
 
-const REASONS: [&str; 19] = [
+const REASONS: [&str; 20] = [
     "not-executable",
     "overload",
     "underload",
@@ -634,6 +634,7 @@ const REASONS: [&str; 19] = [
     "unsupported",
     "tare-cleared",
     "limit-exceeded",
+    "not-representable",
 ];
 const LINK_KINDS: [&str; 5] = ["timeout", "garbled", "unexpected", "port-gone", "not-safe"];
 
@@ -669,6 +670,7 @@ pub fn reason_name(r: &galen_devices::RefusalReason) -> &'static str {
         R::Unsupported(_) => REASONS[16],
         R::TareCleared => REASONS[17],
         R::LimitExceeded { .. } => REASONS[18],
+        R::NotRepresentable { .. } => REASONS[19],
     }
 }
 

@@ -376,16 +376,15 @@ impl Decode for CommandDecoder {
 /// (`1.500`, `12.50`, `150.0`, `1500`).
 pub fn format_number(value: f64) -> String {
     let value = value.max(0.0);
-    let decimals = if value < 10.0 {
-        3
-    } else if value < 100.0 {
-        2
-    } else if value < 1000.0 {
-        1
-    } else {
-        0
-    };
-    format!("{value:.decimals$}")
+    // Four significant digits in at most five characters; decided after rounding, so 9.9996
+    // becomes "10.00" rather than the six-character "10.000".
+    for decimals in [3usize, 2, 1] {
+        let text = format!("{value:.decimals$}");
+        if text.len() <= 5 {
+            return text;
+        }
+    }
+    format!("{value:.0}")
 }
 
 /// Splits `1.5MM` into the number and its unit suffix.
@@ -546,6 +545,8 @@ mod tests {
         assert_eq!(format_number(12.5), "12.50");
         assert_eq!(format_number(150.0), "150.0");
         assert_eq!(format_number(1500.0), "1500");
+        assert_eq!(format_number(9.9996), "10.00");
+        assert_eq!(format_number(99.996), "100.0");
         assert_eq!(split_number("1.5MM"), Some((1.5, "MM")));
         assert_eq!(split_number("MM"), None);
     }

@@ -192,7 +192,19 @@ impl<C: Connector> Pump for NewEraPump<C> {
         if let Some(refusal) = self.options.limits.check_rate(self.link.device(), rate.get()) {
             return Ok(Err(refusal));
         }
-        Ok(self.command(&format!("RAT{}MM", format_number(rate.get()))).await?.map(drop))
+        let number = format_number(rate.get());
+        let command = format!("RAT{number}MM");
+        let nearest: f64 = number.parse().unwrap_or(f64::NAN);
+        if let Some(refusal) = super::super::representable(
+            self.link.device(),
+            command.clone(),
+            "mL/min",
+            rate.get(),
+            nearest,
+        ) {
+            return Ok(Err(refusal));
+        }
+        Ok(self.command(&command).await?.map(drop))
     }
 
     async fn set_direction(&mut self, direction: Direction) -> DeviceResult<()> {

@@ -116,6 +116,13 @@ impl<C: Connector> Pump for Wm520Pump<C> {
             return Ok(Err(refusal));
         }
         let rpm = (rate.get() / self.options.ml_per_rev * 10.0).round() / 10.0;
+        let command = format!("{}SP{rpm:.1}", self.options.address);
+        let nearest = rpm * self.options.ml_per_rev;
+        if let Some(refusal) =
+            super::super::representable(self.link.device(), command, "mL/min", rate.get(), nearest)
+        {
+            return Ok(Err(refusal));
+        }
         self.send(Command::Speed(rpm)).await?;
         let status = self.read_status().await?;
         if (status.rpm - rpm).abs() > 0.05 {
