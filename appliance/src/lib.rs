@@ -5,9 +5,11 @@
 //! Only this crate opens the record database, talks to the TPM and serves D-Bus; see
 //! ARCHITECTURE.md for the invariants that keep it that way.
 
+pub mod dbus;
 pub mod engine;
 pub mod export;
 pub mod records;
+pub mod service;
 pub mod supervisor;
 pub mod tpm;
 pub mod usb;

@@ -5,7 +5,7 @@
 //! them against the TPM (a rollback keeps the records but refuses new batches); start one
 //! actor per configured device; make the unit safe and hold every batch that was interrupted;
 //! tell systemd it is ready; pet the watchdog; on SIGTERM or SIGINT, take a final checkpoint
-//! and stop. The D-Bus API (issue 8) attaches here.
+//! and stop. Between READY and the stop it serves the D-Bus API (`org.galen.Appliance1`).
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -14,12 +14,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use galen_appliance::engine::plan::Pumps;
 use galen_appliance::records::{At, FirstAdmin, Integrity, RecordStore};
+use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::supervisor::live::{Feed, Live, distribute};
 use galen_appliance::supervisor::recovery::recover;
 use galen_appliance::supervisor::runtime::{SystemClock, WallClock};
 use galen_appliance::supervisor::start_devices;
 use galen_appliance::tpm::{Tpm, TpmConfig};
-use galen_devices::config::UnitConfig;
+use galen_appliance::usb::{UDISKS2, Udisks};
+use galen_devices::config::{DeviceSpec, PumpProtocol, UnitConfig};
+use galen_recipes::model::Version;
+use galen_recipes::tuf::intake::Intake;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The Galen supervisor: drives the unit's instruments, runs batches, keeps the records.
@@ -53,11 +59,28 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
-    /// Run the supervisor until SIGTERM.
+    /// Run the supervisor until SIGTERM, serving the D-Bus API.
     Run {
         /// The unit configuration (which device on which port).
         #[arg(long, default_value = "/etc/galen/unit.toml")]
         unit: PathBuf,
+        /// The manufacturer's TUF root, shipped in the read-only image: only recipes signed
+        /// under it are installed.
+        #[arg(long, default_value = "/usr/share/galen/root.json")]
+        trusted_root: PathBuf,
+        /// Where installed recipes and trusted TUF metadata live.
+        #[arg(long, default_value = "/var/lib/galen/recipes")]
+        recipes: PathBuf,
+        /// The unit model recipes must be validated for.
+        #[arg(long, default_value = "galen-cu1")]
+        unit_model: String,
+        /// The bus to serve on: `system`, `session`, or a D-Bus address (a private bus).
+        #[arg(long, default_value = "system")]
+        bus: String,
+        /// Write exports into this folder instead of onto a USB stick through udisks2
+        /// (for a developer's machine and the demo; never on the appliance).
+        #[arg(long)]
+        export_to: Option<PathBuf>,
     },
 }
 
@@ -82,11 +105,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Cmd::Commission { admin, name } => commission(&cli, admin, name),
-        Cmd::Run { unit } => tokio::runtime::Builder::new_multi_thread()
+        Cmd::Run { .. } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the runtime")
-            .and_then(|rt| rt.block_on(run(&cli, unit))),
+            .and_then(|rt| rt.block_on(run(&cli))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -120,9 +143,31 @@ fn commission(cli: &Cli, admin: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn run(cli: &Cli, unit_path: &std::path::Path) -> Result<()> {
+async fn connect(bus: &str) -> Result<zbus::Connection> {
+    let conn = match bus {
+        "system" => zbus::Connection::system().await,
+        "session" => zbus::Connection::session().await,
+        address => match zbus::connection::Builder::address(address) {
+            Ok(b) => b.build().await,
+            Err(e) => Err(e),
+        },
+    };
+    conn.with_context(|| format!("connecting to the {bus} bus"))
+}
+
+async fn run(cli: &Cli) -> Result<()> {
+    let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, export_to } =
+        &cli.command
+    else {
+        unreachable!("run is only called for the run command")
+    };
     let unit = UnitConfig::load(unit_path)?;
     let clock = SystemClock;
+    let root = std::fs::read(trusted_root)
+        .with_context(|| format!("reading the trusted TUF root {}", trusted_root.display()))?;
+    let version = Version::parse(env!("CARGO_PKG_VERSION")).context("this build's version")?;
+    let intake = Intake::new(root, recipes.clone(), unit_model, version)
+        .with_context(|| format!("preparing the recipe store in {}", recipes.display()))?;
     let store = RecordStore::open(&cli.db, &cli.device_id, tpm(cli)?, At::utc(clock.now()))?;
     match store.integrity() {
         Integrity::Sound => tracing::info!(entries = store.len(), "records verified"),
@@ -131,16 +176,41 @@ async fn run(cli: &Cli, unit_path: &std::path::Path) -> Result<()> {
         }
     }
     let records = Arc::new(Mutex::new(store));
-    let (observed_tx, mut observed) = tokio::sync::mpsc::channel(256);
+    let (observed_tx, observed) = tokio::sync::mpsc::channel(256);
     let devices = start_devices(&unit, &observed_tx)?;
     tracing::info!(devices = unit.devices.len(), "device actors started");
-    // Recipes' resume policies are looked up once batches run through the D-Bus API (issue 8).
-    let recovered = recover(&devices, &records, &clock, |_, _| None).await?;
+    let recovered = recover(&devices, &records, &clock, |batch, phase| {
+        resume_policy(&records, &intake, batch, phase)
+    })
+    .await?;
     for r in &recovered {
         tracing::warn!(batch = %r.batch_id, was = %r.was, phase = ?r.phase, "held after restart");
     }
-    // Until the API attaches, readings are drained so the actors never block.
-    tokio::spawn(async move { while observed.recv().await.is_some() {} });
+    let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
+    let feed = Feed::default();
+    tokio::spawn(distribute(observed, live.clone(), feed.clone()));
+    let conn = connect(bus).await?;
+    let export = match export_to {
+        Some(dir) => ExportTarget::Directory(dir.clone()),
+        None => ExportTarget::Usb(Udisks::new(
+            zbus::Connection::system().await.context("connecting to udisks2 on the system bus")?,
+            UDISKS2,
+        )),
+    };
+    let config = Config { pumps: pumps(&unit), speed: unit_speed(&unit), export };
+    let service = Arc::new(Service::new(
+        records.clone(),
+        intake,
+        config,
+        Arc::new(clock),
+        devices.clone(),
+        live,
+        feed,
+        tokio::runtime::Handle::current(),
+    ));
+    galen_appliance::dbus::serve_bus(&conn, service.clone())
+        .await
+        .with_context(|| format!("claiming {} on the {bus} bus", galen_appliance::dbus::NAME))?;
     // Handlers before READY: a stop that comes right after must still end cleanly.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -163,6 +233,10 @@ async fn run(cli: &Cli, unit_path: &std::path::Path) -> Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     galen_appliance::supervisor::runtime::make_unit_safe(&devices).await;
+    // The API holds the store too: drop it (and the bus) before the final checkpoint.
+    drop(conn);
+    drop(service);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let store = Arc::try_unwrap(records)
         .map_err(|_| anyhow::anyhow!("the record store is still in use"))?
         .into_inner()
@@ -170,4 +244,43 @@ async fn run(cli: &Cli, unit_path: &std::path::Path) -> Result<()> {
     store.shutdown(At::utc(clock.now()))?;
     println!("applianced stopped: outputs safe, final checkpoint taken");
     Ok(())
+}
+
+/// The recipe's resume policy for the phase a batch was in, from the recipe named when the
+/// batch was created.
+fn resume_policy(
+    records: &Arc<Mutex<RecordStore>>,
+    intake: &Intake,
+    batch: &str,
+    phase: &str,
+) -> Option<String> {
+    let entries = records.lock().ok()?.batch_entries(batch).ok()?;
+    let created = entries.iter().find(|e| e.body.kind == galen_record::EntryKind::BatchCreated)?;
+    let payload: serde_json::Value = serde_json::from_str(&created.body.payload).ok()?;
+    let recipe = intake.load_installed(payload.get("recipe")?.as_str()?).ok()?;
+    let revision = payload.get("revision")?.as_u64()?;
+    if u64::from(recipe.revision) != revision {
+        return Some(format!("not known (recipe revision {revision} is no longer installed)"));
+    }
+    let (_, _, p) = recipe.phases().find(|(_, _, p)| p.id.as_str() == phase)?;
+    serde_json::to_value(p.resume).ok()?.as_str().map(str::to_owned)
+}
+
+/// What the configured pumps can do, for planning.
+fn pumps(unit: &UnitConfig) -> Pumps {
+    let mut pumps = Pumps { syringe_max_ml_min: None, peristaltic_max_ml_min: None };
+    for d in &unit.devices {
+        if let DeviceSpec::Pump { protocol, max_rate_ml_min, .. } = &d.spec {
+            match protocol {
+                PumpProtocol::NewEra(_) => pumps.syringe_max_ml_min = Some(*max_rate_ml_min),
+                PumpProtocol::Wm520(_) => pumps.peristaltic_max_ml_min = Some(*max_rate_ml_min),
+            }
+        }
+    }
+    pumps
+}
+
+/// Engine time per wall time (see `Run::with_speed`).
+fn unit_speed(_unit: &UnitConfig) -> f64 {
+    1.0
 }

@@ -182,6 +182,8 @@ pub struct Batch {
     phase: Running,
     monitor: Monitor,
     temp: Option<f64>,
+    /// The last gross balance reading, for progress only.
+    gross: Option<f64>,
     setpoint: Option<f64>,
     /// Completed phases must not be redone after a restart.
     done: usize,
@@ -199,6 +201,7 @@ impl Batch {
             phase: Running::Waiting,
             monitor,
             temp: None,
+            gross: None,
             setpoint: None,
             done: 0,
         }
@@ -213,6 +216,48 @@ impl Batch {
         self.plan.get(self.index)
     }
 
+    /// The planned phases, in order.
+    pub fn plan(&self) -> &[Planned] {
+        &self.plan
+    }
+
+    /// The index of the phase running or next to run (equals the plan's length at the end).
+    pub fn phase_index(&self) -> usize {
+        self.index
+    }
+
+    /// The heater setpoint the batch is asking for, if any.
+    pub fn setpoint(&self) -> Option<f64> {
+        self.setpoint
+    }
+
+    /// How far the current phase has got, from 0 to 1. For display only: nothing decides on it.
+    pub fn progress(&self, now: Duration) -> f64 {
+        let frac = |done: f64, total: f64| {
+            if total > 0.0 { (done / total).clamp(0.0, 1.0) } else { 0.0 }
+        };
+        let since = |t: Duration| now.saturating_sub(t).as_secs_f64();
+        match (&self.phase, self.current_phase()) {
+            (Running::Dispensing { d, .. }, _) => self.gross.map_or(0.0, |g| d.progress(g)),
+            (Running::Manual { net, .. }, Some(Planned::ManualDispense { target_g, .. })) => {
+                frac(net.unwrap_or(0.0), *target_g)
+            }
+            (Running::Heating { start_c: Some(s), .. }, Some(Planned::Heat { target_c, .. })) => {
+                self.temp.map_or(0.0, |t| frac(t - s, target_c - s))
+            }
+            (Running::Holding { in_band, .. }, Some(Planned::Hold { duration, .. })) => {
+                frac(in_band.as_secs_f64(), duration.as_secs_f64())
+            }
+            (Running::Timed { started }, Some(Planned::Timed { duration, .. })) => {
+                frac(since(*started), duration.as_secs_f64())
+            }
+            (Running::Priming { started, duration, .. }, _) => {
+                frac(since(*started), duration.as_secs_f64())
+            }
+            _ => 0.0,
+        }
+    }
+
     /// Handles one event at `now` and returns what to do.
     pub fn handle(&mut self, event: Event, now: Duration) -> Vec<Output> {
         let mut out = Vec::new();
@@ -221,6 +266,7 @@ impl Batch {
             Event::OutputsSettled => self.settled(now, &mut out),
             Event::Fault(f) => self.fault(f, now, &mut out),
             Event::Balance { grams, stable } => {
+                self.gross = grams;
                 if let Some(f) = self.monitor.balance(now, grams, stable) {
                     self.fault(f, now, &mut out);
                 } else if let (Some(g), true) = (grams, self.state.drives_outputs()) {

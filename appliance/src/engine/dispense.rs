@@ -113,6 +113,14 @@ impl Dispense {
         !matches!(self.step, Step::NotStarted)
     }
 
+    /// The fraction of the target on the balance, 0 to 1, for display only.
+    pub fn progress(&self, gross_g: f64) -> f64 {
+        if !self.is_started() || self.spec.target_g <= 0.0 {
+            return 0.0;
+        }
+        ((gross_g - self.tare_g) / self.spec.target_g).clamp(0.0, 1.0)
+    }
+
     /// The lag learned so far (s), for the record and for the next dispense.
     pub fn lag_s(&self) -> f64 {
         self.lag_s

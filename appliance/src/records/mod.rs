@@ -539,6 +539,35 @@ impl RecordStore {
         Ok(Session::new(&user, at.utc))
     }
 
+    /// The authentication policy in force.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Every user, active or not, by id.
+    pub fn users(&self) -> Result<Vec<User>, RecordError> {
+        let ids: Vec<u64> = self
+            .conn
+            .prepare("SELECT id FROM users ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.user_by_id(id)?.map(|(u, _)| u));
+        }
+        Ok(out)
+    }
+
+    /// How many distinct batches have an id starting with `prefix` (for numbering the next).
+    pub fn batches_with_prefix(&self, prefix: &str) -> Result<u64, RecordError> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        Ok(self.conn.query_row(
+            "SELECT COUNT(DISTINCT batch_id) FROM entries WHERE batch_id LIKE ?1",
+            [pattern],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Ends a session and records it.
     pub fn logout(&mut self, session: Session, at: At) -> Result<(), RecordError> {
         self.access(at, Some(session.user_id), "logout", None)

@@ -31,6 +31,10 @@ pub enum Observed {
         device: String,
         why: String,
     },
+    /// The device answers again after a `LinkDown`.
+    LinkUp {
+        device: String,
+    },
     /// The balance was tared. Sent on the same channel as the readings, so every reading
     /// after it was taken after the tare.
     Tared,
@@ -82,6 +86,13 @@ impl LinkState {
             let _ = to.send(Observed::LinkDown { device: self.device.clone(), why }).await;
         }
     }
+
+    async fn up(&mut self, to: &mpsc::Sender<Observed>) {
+        if !self.up {
+            self.up = true;
+            let _ = to.send(Observed::LinkUp { device: self.device.clone() }).await;
+        }
+    }
 }
 
 /// Polls the balance every `period` and tares on request.
@@ -123,7 +134,7 @@ pub async fn balance<B: Balance>(
                         continue;
                     }
                 };
-                link.up = true;
+                link.up(&to).await;
                 if to.send(observed).await.is_err() {
                     return;
                 }
@@ -227,7 +238,7 @@ pub async fn heater<H: Heater>(
                         continue;
                     }
                 };
-                link.up = true;
+                link.up(&to).await;
                 if to.send(observed).await.is_err() {
                     return;
                 }

@@ -2,6 +2,7 @@
 //! that runs a batch's engine against them and records what happens.
 
 pub mod actors;
+pub mod live;
 pub mod recovery;
 pub mod runtime;
 

@@ -20,6 +20,7 @@ use galen_record::{EntryKind, UtcMillis};
 use tokio::sync::{mpsc, oneshot};
 
 use super::actors::{Ack, BalanceCommand, HeaterCommand, Observed, PumpCommand};
+use super::live::LiveTx;
 use crate::engine::batch::{Batch, Event, Output, Pump};
 use crate::engine::safety::Fault;
 use crate::engine::state::State;
@@ -29,6 +30,8 @@ use crate::records::{At, NewEntry, RecordError, RecordStore};
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The engine's tick.
 const TICK: Duration = Duration::from_millis(100);
+/// The fastest tick, however fast a simulated unit runs.
+const MIN_TICK: Duration = Duration::from_millis(10);
 /// Heater setpoints are recorded when they move at least this much (ramps move in small steps).
 const SETPOINT_RECORD_STEP_C: f64 = 1.0;
 
@@ -43,6 +46,12 @@ pub struct Devices {
 /// The wall clock, for record timestamps only (engine time is the tokio clock).
 pub trait WallClock: Send + Sync {
     fn now(&self) -> UtcMillis;
+}
+
+impl<C: WallClock + ?Sized> WallClock for Arc<C> {
+    fn now(&self) -> UtcMillis {
+        (**self).now()
+    }
 }
 
 /// The system's UTC clock.
@@ -79,6 +88,8 @@ pub struct Run<C: WallClock> {
     /// When the event being handled arrived.
     event_at: tokio::time::Instant,
     stop_latencies: Vec<Duration>,
+    live: Option<LiveTx>,
+    speed: f64,
 }
 
 impl<C: WallClock> std::fmt::Debug for Run<C> {
@@ -103,7 +114,24 @@ impl<C: WallClock> Run<C> {
             safe_pending: false,
             event_at: tokio::time::Instant::now(),
             stop_latencies: Vec::new(),
+            live: None,
+            speed: 1.0,
         }
+    }
+
+    /// Publishes the batch's state, phase and progress to `live` as it runs.
+    #[must_use]
+    pub fn with_live(mut self, live: LiveTx) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Runs engine time `speed` times faster than the tokio clock: only for a simulated unit
+    /// whose plant runs at the same speed (the rig writes it into the unit file).
+    #[must_use]
+    pub fn with_speed(mut self, speed: f64) -> Self {
+        self.speed = speed.max(1.0);
+        self
     }
 
     /// For every pump stop: the time from the arrival of the event that caused it (usually a
@@ -121,7 +149,7 @@ impl<C: WallClock> Run<C> {
         mut observed: mpsc::Receiver<Observed>,
     ) -> Result<State, RunError> {
         let start = tokio::time::Instant::now();
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval(TICK.div_f64(self.speed).max(MIN_TICK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue: VecDeque<Event> = VecDeque::new();
         let mut operator_open = true;
@@ -137,6 +165,8 @@ impl<C: WallClock> Run<C> {
                         Observed::Balance { grams, stable } => Event::Balance { grams, stable },
                         Observed::Temperature { celsius } => Event::Temperature { celsius },
                         Observed::LinkDown { device, .. } => Event::Fault(Fault::LinkDown { device }),
+                        // Recovery needs an operator's restart; the engine has nothing to do.
+                        Observed::LinkUp { .. } => continue,
                         Observed::Tared => Event::Tared,
                     },
                     _ = tick.tick() => {
@@ -151,7 +181,9 @@ impl<C: WallClock> Run<C> {
                 },
             };
             self.event_at = tokio::time::Instant::now();
-            let outputs = batch.handle(event, start.elapsed());
+            let now = start.elapsed().mul_f64(self.speed);
+            let outputs = batch.handle(event, now);
+            self.publish(&batch, &outputs, now);
             self.apply(&outputs, &mut queue).await?;
             // A transient state ends once its outputs are settled: safe outputs confirmed for
             // Holding, Stopping and Aborting; nothing to wait for when Restarting.
@@ -169,6 +201,27 @@ impl<C: WallClock> Run<C> {
                 return Ok(batch.state());
             }
         }
+    }
+
+    fn publish(&self, batch: &Batch, outputs: &[Output], now: Duration) {
+        let Some(live) = &self.live else { return };
+        live.send_modify(|l| {
+            if l.batch_id.as_deref() != Some(self.batch_id.as_str()) {
+                l.batch_id = Some(self.batch_id.clone());
+                l.alarms.clear();
+            }
+            l.state = Some(format!("{:?}", batch.state()));
+            l.phase = batch.current_phase().map(|p| p.id().to_owned());
+            l.phase_index = batch.phase_index();
+            l.phase_count = batch.plan().len();
+            l.progress = batch.progress(now);
+            l.setpoint_c = batch.setpoint();
+            for o in outputs {
+                if let Output::Alarm { text, .. } = o {
+                    l.alarms.push(text.clone());
+                }
+            }
+        });
     }
 
     /// Stops every pump and switches the heater off; remembers whether all confirmed.

@@ -1,0 +1,637 @@
+//! Batches, from a patient's data to a released product: create (the recipe's rules compute
+//! the dose, shown and recorded), second-person verification, start, operator events while it
+//! runs, the performer's signature, and QA release.
+//!
+//! The engine runs the batch (`crate::supervisor::runtime::Run`); this module only checks who
+//! may do what and when, records who did it, and passes the event on.
+
+use std::collections::{BTreeMap, HashMap};
+
+use galen_recipes::model::Recipe;
+use galen_recipes::patient::{GeneResult, Patient, PatientId, Source, Sourced};
+use galen_recipes::personalise::{self, Evaluation, Parameters};
+use galen_recipes::pgx::{Gene, Phenotype};
+use galen_recipes::pharmcat;
+use galen_recipes::quantity::{BodyWeight, Fixed};
+use galen_record::EntryKind;
+use galen_record::signature::Meaning;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Caller, Needs, Service, ServiceError};
+use crate::engine::batch::{Batch, Date, Event};
+use crate::engine::plan::plan;
+use crate::engine::safety::{Limits, Monitor};
+use crate::engine::state::{Command, State};
+use crate::records::NewEntry;
+use crate::records::users::{Action, Session};
+use crate::supervisor::runtime::Run;
+
+/// A batch this appliance knows since it started.
+pub(super) struct Slot {
+    recipe: Recipe,
+    patient: Patient,
+    evaluation: Evaluation,
+    created_by: u64,
+    stage: Stage,
+}
+
+enum Stage {
+    Created,
+    Running(mpsc::Sender<Event>),
+    Ended(Result<State, String>),
+}
+
+/// Patient data as a client sends it. Typed phenotypes and a lab file may be combined, but
+/// not for the same gene.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientInput {
+    pub patient_id: String,
+    pub weight_kg: Option<String>,
+    pub age_years: Option<String>,
+    /// Gene symbol → phenotype as typed ("Intermediate Metabolizer", "IM", …).
+    pub phenotypes: BTreeMap<String, String>,
+    /// A PharmCAT outside-call file: (file name, contents).
+    pub lab_file: Option<(String, Vec<u8>)>,
+}
+
+impl PatientInput {
+    /// From a string map: `patient_id`, `weight_kg`, `age_years`, `phenotype.<GENE>`. Unknown
+    /// keys are refused, so a typo never silently drops an input.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ServiceError> {
+        let mut input = Self::default();
+        for (k, v) in map {
+            match k.as_str() {
+                "patient_id" => input.patient_id.clone_from(v),
+                "weight_kg" => input.weight_kg = Some(v.clone()),
+                "age_years" => input.age_years = Some(v.clone()),
+                _ => match k.strip_prefix("phenotype.") {
+                    Some(gene) => {
+                        input.phenotypes.insert(gene.to_owned(), v.clone());
+                    }
+                    None => {
+                        return Err(ServiceError::InvalidInput(format!(
+                            "unknown patient field {k:?}; the fields are patient_id, weight_kg, \
+                             age_years and phenotype.<GENE>"
+                        )));
+                    }
+                },
+            }
+        }
+        Ok(input)
+    }
+
+    fn to_patient(&self, by: &str) -> Result<Patient, ServiceError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            ServiceError::InvalidInput(format!("{what}: {e}"))
+        };
+        let entered = || Source::Entered { by: by.to_owned(), verified_by: None };
+        let id = PatientId::new(self.patient_id.trim()).map_err(|e| bad("patient ID", &e))?;
+        let weight = match &self.weight_kg {
+            None => None,
+            Some(w) => {
+                let fixed = Fixed::parse(w.trim()).map_err(|e| bad("weight (kg)", &e))?;
+                let value = BodyWeight::new(fixed).map_err(|e| bad("weight (kg)", &e))?;
+                Some(Sourced { value, source: entered() })
+            }
+        };
+        let age_years = match &self.age_years {
+            None => None,
+            Some(a) => {
+                let value = a.trim().parse::<u16>().map_err(|e| bad("age (years)", &e))?;
+                Some(Sourced { value, source: entered() })
+            }
+        };
+        let mut genes = BTreeMap::new();
+        if let Some((name, bytes)) = &self.lab_file {
+            let lab = pharmcat::import(name, bytes).map_err(|e| bad(name, &e))?;
+            genes = lab.to_patient_genes(by);
+        }
+        for (gene, text) in &self.phenotypes {
+            let gene = Gene::new(gene).map_err(|e| bad("gene", &e))?;
+            let phenotype = Phenotype::parse(text).map_err(|e| bad(gene.as_str(), &e))?;
+            if genes.contains_key(&gene) {
+                return Err(ServiceError::InvalidInput(format!(
+                    "{} is both typed and in the lab file; use one of them",
+                    gene.as_str()
+                )));
+            }
+            let result =
+                GeneResult { diplotype: None, phenotype: Some(phenotype), activity_score: None };
+            genes.insert(gene, Sourced { value: result, source: entered() });
+        }
+        Ok(Patient { id, weight, age_years, genes })
+    }
+}
+
+/// The calculation a pharmacist reviews before creating a batch, and that is recorded with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calculation {
+    pub recipe: String,
+    pub revision: u32,
+    pub patient_id: String,
+    /// One line: what happens.
+    pub outcome: String,
+    /// The whole calculation in words: rule, inputs with sources, row, steps, bounds.
+    pub text: String,
+    pub parameters: Option<Parameters>,
+    /// QA must approve before the batch starts.
+    pub needs_qa: bool,
+    /// What a second person must verify before the batch starts.
+    pub second_person: Vec<String>,
+}
+
+/// A batch as a list or a client shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchInfo {
+    pub id: String,
+    pub recipe: String,
+    pub revision: u32,
+    pub patient_id: String,
+    /// `Created` before start, then the ISA-88 state; `Failed: …` if the run itself failed.
+    pub state: String,
+    pub calculation: Calculation,
+    /// Meanings of the signatures given so far, in order.
+    pub signatures: Vec<String>,
+}
+
+/// What release produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Released {
+    pub batch_id: String,
+    /// The label's content, exactly as recorded.
+    pub label: serde_json::Value,
+}
+
+fn calculation(recipe: &Recipe, patient: &Patient, e: &Evaluation) -> Calculation {
+    let x = &e.explanation;
+    Calculation {
+        recipe: recipe.id.as_str().to_owned(),
+        revision: recipe.revision,
+        patient_id: patient.id.as_str().to_owned(),
+        outcome: x.outcome.clone(),
+        text: x.to_text(),
+        parameters: e.parameters.clone(),
+        needs_qa: x.needs_qa,
+        second_person: recipe
+            .second_person
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect(),
+    }
+}
+
+fn parse_date(s: &str) -> Option<Date> {
+    let mut it = s.trim().splitn(3, '-');
+    let (y, m, d) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some(Date(y, m, d))
+}
+
+impl Service {
+    fn evaluate(
+        &self,
+        session: &Session,
+        recipe_id: &str,
+        input: &PatientInput,
+    ) -> Result<(Recipe, Patient, Evaluation), ServiceError> {
+        let recipe = self.active_recipe(recipe_id)?;
+        let patient = input.to_patient(&session.username)?;
+        match personalise::evaluate(&recipe, &patient) {
+            Ok(e) => Ok((recipe, patient, e)),
+            Err(r) => Err(ServiceError::Refused {
+                reason: if r.needs_qa {
+                    format!("{}; a QA decision is needed", r.kind)
+                } else {
+                    r.kind.to_string()
+                },
+                explanation: r.explanation.to_text(),
+            }),
+        }
+    }
+
+    /// The calculation for this patient, without creating anything.
+    pub fn preview(
+        &self,
+        caller: &Caller,
+        recipe_id: &str,
+        input: &PatientInput,
+    ) -> Result<Calculation, ServiceError> {
+        let session = self.authorize(caller, "Batches.Preview", Needs::Permit(Action::RunBatch))?;
+        let (recipe, patient, e) = self.evaluate(&session, recipe_id, input)?;
+        Ok(calculation(&recipe, &patient, &e))
+    }
+
+    /// Creates a batch for this patient and records its creation and calculation.
+    pub fn create_batch(
+        &self,
+        caller: &Caller,
+        recipe_id: &str,
+        input: &PatientInput,
+    ) -> Result<(String, Calculation), ServiceError> {
+        let session = self.authorize(caller, "Batches.Create", Needs::Permit(Action::RunBatch))?;
+        self.require_sound_records()?;
+        let (recipe, patient, evaluation) = self.evaluate(&session, recipe_id, input)?;
+        let calc = calculation(&recipe, &patient, &evaluation);
+        let at = self.at();
+        let day: String = at.utc.to_rfc3339()[..10].chars().filter(char::is_ascii_digit).collect();
+        let mut store = self.store()?;
+        let id = format!("B-{day}-{:03}", store.batches_with_prefix(&format!("B-{day}-"))? + 1);
+        let entry = |kind, object: &str| NewEntry {
+            user_id: Some(session.user_id),
+            batch_id: Some(id.clone()),
+            ..NewEntry::new(kind, object)
+        };
+        let lab = input.lab_file.as_ref().map(|(name, bytes)| {
+            use sha2::Digest as _;
+            serde_json::json!({ "file": name, "sha256": galen_record::hex::encode(&sha2::Sha256::digest(bytes)) })
+        });
+        store.append(
+            at,
+            NewEntry {
+                new_value: Some(format!(
+                    "{} revision {} for {}",
+                    recipe.id, recipe.revision, patient.id
+                )),
+                payload: serde_json::json!({
+                    "recipe": recipe.id.as_str(), "revision": recipe.revision,
+                    "patient": patient, "lab_file": lab,
+                }),
+                ..entry(EntryKind::BatchCreated, "batch")
+            },
+        )?;
+        store.append(
+            at,
+            NewEntry {
+                new_value: Some(calc.outcome.clone()),
+                payload: serde_json::json!({
+                    "explanation": evaluation.explanation, "text": calc.text,
+                    "parameters": evaluation.parameters,
+                }),
+                ..entry(EntryKind::Personalisation, "dose")
+            },
+        )?;
+        drop(store);
+        let slot = Slot {
+            recipe,
+            patient,
+            evaluation,
+            created_by: session.user_id,
+            stage: Stage::Created,
+        };
+        self.batches.lock().expect("batches lock").insert(id.clone(), slot);
+        Ok((id, calc))
+    }
+
+    fn with_slot<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Slot) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let mut batches = self.batches.lock().expect("batches lock");
+        let slot = batches.get_mut(id).ok_or_else(|| ServiceError::NoSuchBatch(id.to_owned()))?;
+        f(slot)
+    }
+
+    fn state_of(&self, id: &str, slot: &Slot) -> String {
+        match &slot.stage {
+            Stage::Created => "Created".into(),
+            Stage::Running(_) => {
+                let live = self.live.borrow();
+                match (&live.batch_id, &live.state) {
+                    (Some(b), Some(s)) if b == id => s.clone(),
+                    _ => "Idle".into(),
+                }
+            }
+            Stage::Ended(Ok(s)) => format!("{s:?}"),
+            Stage::Ended(Err(e)) => format!("Failed: {e}"),
+        }
+    }
+
+    fn info(&self, id: &str, slot: &Slot) -> Result<BatchInfo, ServiceError> {
+        let signatures = self
+            .store()?
+            .batch_entries(id)?
+            .into_iter()
+            .filter(|e| e.body.kind == EntryKind::Signature)
+            .map(|e| e.body.object.trim_start_matches("signature.").to_owned())
+            .collect();
+        Ok(BatchInfo {
+            id: id.to_owned(),
+            recipe: slot.recipe.id.as_str().to_owned(),
+            revision: slot.recipe.revision,
+            patient_id: slot.patient.id.as_str().to_owned(),
+            state: self.state_of(id, slot),
+            calculation: calculation(&slot.recipe, &slot.patient, &slot.evaluation),
+            signatures,
+        })
+    }
+
+    /// Every batch since the appliance started, oldest first.
+    pub fn batches(&self, caller: &Caller) -> Result<Vec<BatchInfo>, ServiceError> {
+        self.authorize(caller, "Batches.List", Needs::Permit(Action::ViewRecords))?;
+        let batches = self.batches.lock().expect("batches lock");
+        batches.iter().map(|(id, slot)| self.info(id, slot)).collect()
+    }
+
+    pub fn batch(&self, caller: &Caller, id: &str) -> Result<BatchInfo, ServiceError> {
+        self.authorize(caller, "Batches.Get", Needs::Permit(Action::ViewRecords))?;
+        let batches = self.batches.lock().expect("batches lock");
+        let slot = batches.get(id).ok_or_else(|| ServiceError::NoSuchBatch(id.to_owned()))?;
+        self.info(id, slot)
+    }
+
+    /// A second person checks the patient-specific entries and signs (PIN re-asked).
+    pub fn verify(&self, caller: &Caller, id: &str, pin: &str) -> Result<(), ServiceError> {
+        let session = self.authorize(
+            caller,
+            "Batches.Verify",
+            Needs::Permit(Action::Sign(Meaning::Verified)),
+        )?;
+        self.with_slot(id, |slot| {
+            if !matches!(slot.stage, Stage::Created) {
+                return Err(ServiceError::WrongState {
+                    batch: id.to_owned(),
+                    state: self.state_of(id, slot),
+                    why: "patient data is verified before the batch starts".into(),
+                });
+            }
+            if slot.created_by == session.user_id {
+                return Err(ServiceError::NotReady {
+                    batch: id.to_owned(),
+                    action: "be verified by its author",
+                    why: "the second person must not be the one who entered the data".into(),
+                });
+            }
+            Ok(())
+        })?;
+        self.sign(caller, "Batches.Verify", pin, Meaning::Verified, id).map(drop)
+    }
+
+    /// QA reviews the batch (before start when the dose needs QA approval; after the end as
+    /// review by exception).
+    pub fn review(&self, caller: &Caller, id: &str, pin: &str) -> Result<(), ServiceError> {
+        self.authorize(caller, "Batches.Review", Needs::Permit(Action::Sign(Meaning::Reviewed)))?;
+        self.with_slot(id, |_| Ok(()))?;
+        self.sign(caller, "Batches.Review", pin, Meaning::Reviewed, id).map(drop)
+    }
+
+    /// Starts a created, verified batch on the unit.
+    pub fn start(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let session = self.authorize(caller, "Batches.Start", Needs::Permit(Action::RunBatch))?;
+        self.require_sound_records()?;
+        let not_ready = |why: &str| ServiceError::NotReady {
+            batch: id.to_owned(),
+            action: "start",
+            why: why.to_owned(),
+        };
+        let (recipe, params) = {
+            let batches = self.batches.lock().expect("batches lock");
+            if let Some((running, _)) =
+                batches.iter().find(|(_, s)| matches!(s.stage, Stage::Running(_)))
+            {
+                return Err(ServiceError::Busy(running.clone()));
+            }
+            let slot = batches.get(id).ok_or_else(|| ServiceError::NoSuchBatch(id.to_owned()))?;
+            if !matches!(slot.stage, Stage::Created) {
+                return Err(ServiceError::WrongState {
+                    batch: id.to_owned(),
+                    state: self.state_of(id, slot),
+                    why: "only a created batch can start".into(),
+                });
+            }
+            (slot.recipe.clone(), slot.evaluation.parameters.clone())
+        };
+        let active = self.active_recipe(recipe.id.as_str())?;
+        if active.revision != recipe.revision {
+            return Err(not_ready(
+                "the recipe has a newer active revision; create the batch again",
+            ));
+        }
+        if !recipe.second_person.is_empty() && self.signed_by(id, Meaning::Verified)?.is_empty() {
+            return Err(not_ready("a second person must verify the patient's data first"));
+        }
+        if params.as_ref().is_some_and(|p| p.needs_qa)
+            && self.signed_by(id, Meaning::Reviewed)?.is_empty()
+        {
+            return Err(not_ready("QA must approve this patient's dose first"));
+        }
+        let planned = plan(&recipe, params.as_ref(), &self.config.pumps)
+            .map_err(|e| not_ready(&e.to_string()))?;
+        self.operator_entry(&session, id, "start")?;
+
+        let (operator, operator_rx) = mpsc::channel(16);
+        let (observed_tx, observed_rx) = mpsc::channel(256);
+        operator.try_send(Event::Operator(Command::Start)).expect("a fresh channel has room");
+        *self.feed.lock().expect("feed lock") = Some(observed_tx);
+        self.with_slot(id, |slot| {
+            slot.stage = Stage::Running(operator);
+            Ok(())
+        })?;
+        let batch = Batch::new(planned, Monitor::new(Limits::default()));
+        let mut run =
+            Run::new(id.to_owned(), self.devices.clone(), self.records.clone(), self.clock.clone())
+                .with_live(self.live.clone())
+                .with_speed(self.config.speed);
+        let slots = self.batches.clone();
+        let id = id.to_owned();
+        self.runtime.spawn(async move {
+            let ended = run.run(batch, operator_rx, observed_rx).await.map_err(|e| e.to_string());
+            match &ended {
+                Ok(state) => tracing::info!(batch = %id, ?state, "batch ended"),
+                Err(e) => tracing::error!(batch = %id, "batch run failed: {e}"),
+            }
+            if let Some(slot) = slots.lock().expect("batches lock").get_mut(&id) {
+                slot.stage = Stage::Ended(ended);
+            }
+        });
+        Ok(())
+    }
+
+    fn operator_entry(&self, session: &Session, id: &str, what: &str) -> Result<(), ServiceError> {
+        self.store()?.append(
+            self.at(),
+            NewEntry {
+                user_id: Some(session.user_id),
+                batch_id: Some(id.to_owned()),
+                new_value: Some(what.to_owned()),
+                ..NewEntry::new(EntryKind::OperatorAction, "batch.operator")
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records the operator's event and passes it to the running batch.
+    fn send(
+        &self,
+        caller: &Caller,
+        method: &str,
+        id: &str,
+        what: &str,
+        event: Event,
+    ) -> Result<(), ServiceError> {
+        let session = self.authorize(caller, method, Needs::Permit(Action::RunBatch))?;
+        let to = self.with_slot(id, |slot| match &slot.stage {
+            Stage::Running(to) => Ok(to.clone()),
+            _ => Err(ServiceError::WrongState {
+                batch: id.to_owned(),
+                state: self.state_of(id, slot),
+                why: format!("{what} needs a batch that is running or held"),
+            }),
+        })?;
+        self.operator_entry(&session, id, what)?;
+        to.try_send(event).map_err(|_| ServiceError::WrongState {
+            batch: id.to_owned(),
+            state: "busy".into(),
+            why: "the batch is not taking events right now; try again".into(),
+        })
+    }
+
+    pub fn hold(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        self.send(caller, "Batches.Hold", id, "hold", Event::Operator(Command::Hold))
+    }
+
+    pub fn resume(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        self.send(caller, "Batches.Resume", id, "resume", Event::Operator(Command::Restart))
+    }
+
+    pub fn stop(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        self.send(caller, "Batches.Stop", id, "stop", Event::Operator(Command::Stop))
+    }
+
+    pub fn abort(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        self.send(caller, "Batches.Abort", id, "abort", Event::Operator(Command::Abort))
+    }
+
+    /// The operator confirms the current manual step (a hand-weighed addition, cleaning).
+    pub fn confirm(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        self.send(caller, "Batches.Confirm", id, "confirm", Event::Confirmed)
+    }
+
+    /// A material label was scanned (or typed): material id, lot, expiry `YYYY-MM-DD`.
+    pub fn scan(
+        &self,
+        caller: &Caller,
+        id: &str,
+        material: &str,
+        lot: &str,
+        expiry: &str,
+    ) -> Result<(), ServiceError> {
+        let expiry = parse_date(expiry).ok_or_else(|| {
+            ServiceError::InvalidInput(format!("expiry {expiry:?} is not a date like 2027-03-31"))
+        })?;
+        if lot.trim().is_empty() {
+            return Err(ServiceError::InvalidInput("the lot number is empty".into()));
+        }
+        let today =
+            parse_date(&self.at().utc.to_rfc3339()[..10]).expect("RFC 3339 starts with a date");
+        let what = format!("scanned {material} lot {lot} expiry {expiry}");
+        let event =
+            Event::Scanned { material: material.to_owned(), lot: lot.to_owned(), expiry, today };
+        self.send(caller, "Batches.Scan", id, &what, event)
+    }
+
+    /// The operator acknowledges the current batch's alarms with a reason.
+    pub fn acknowledge_alarms(&self, caller: &Caller, reason: &str) -> Result<usize, ServiceError> {
+        let session =
+            self.authorize(caller, "Unit.AcknowledgeAlarms", Needs::Permit(Action::RunBatch))?;
+        if reason.trim().is_empty() {
+            return Err(ServiceError::InvalidInput("say why the alarms are acknowledged".into()));
+        }
+        let (alarms, batch) = {
+            let live = self.live.borrow();
+            (live.alarms.clone(), live.batch_id.clone())
+        };
+        if alarms.is_empty() {
+            return Ok(0);
+        }
+        self.store()?.append(
+            self.at(),
+            NewEntry {
+                user_id: Some(session.user_id),
+                batch_id: batch,
+                new_value: Some(format!("acknowledged: {}", alarms.join("; "))),
+                reason: Some(reason.to_owned()),
+                ..NewEntry::new(EntryKind::OperatorAction, "alarm.acknowledged")
+            },
+        )?;
+        self.live.send_modify(|l| l.alarms.retain(|a| !alarms.contains(a)));
+        Ok(alarms.len())
+    }
+
+    fn ended(&self, id: &str, action: &'static str) -> Result<State, ServiceError> {
+        self.with_slot(id, |slot| match &slot.stage {
+            Stage::Ended(Ok(s)) => Ok(*s),
+            _ => Err(ServiceError::WrongState {
+                batch: id.to_owned(),
+                state: self.state_of(id, slot),
+                why: format!("{action} needs a batch that has ended"),
+            }),
+        })
+    }
+
+    /// The person who ran the batch signs the record (PIN re-asked).
+    pub fn sign_batch(&self, caller: &Caller, id: &str, pin: &str) -> Result<(), ServiceError> {
+        self.authorize(caller, "Batches.Sign", Needs::Permit(Action::Sign(Meaning::Authored)))?;
+        self.ended(id, "signing")?;
+        self.sign(caller, "Batches.Sign", pin, Meaning::Authored, id).map(drop)
+    }
+
+    /// QA releases a completed, signed batch: the label's content is recorded, and the release
+    /// signature is bound to it.
+    pub fn release(&self, caller: &Caller, id: &str, pin: &str) -> Result<Released, ServiceError> {
+        let session = self.authorize(
+            caller,
+            "Batches.Release",
+            Needs::Permit(Action::Sign(Meaning::Released)),
+        )?;
+        let not_ready = |why: &str| ServiceError::NotReady {
+            batch: id.to_owned(),
+            action: "be released",
+            why: why.to_owned(),
+        };
+        if self.ended(id, "release")? != State::Complete {
+            return Err(not_ready("only a Complete batch can be released"));
+        }
+        if self.signed_by(id, Meaning::Authored)?.is_empty() {
+            return Err(not_ready("the pharmacist who made it has not signed it"));
+        }
+        if !self.signed_by(id, Meaning::Released)?.is_empty() {
+            return Err(not_ready("it is already released"));
+        }
+        let label = self.with_slot(id, |slot| self.label(id, slot, &session))?;
+        self.store()?.append(
+            self.at(),
+            NewEntry {
+                user_id: Some(session.user_id),
+                batch_id: Some(id.to_owned()),
+                new_value: Some("product label".into()),
+                payload: label.clone(),
+                ..NewEntry::new(EntryKind::Audit, "batch.label")
+            },
+        )?;
+        self.sign(caller, "Batches.Release", pin, Meaning::Released, id)?;
+        Ok(Released { batch_id: id.to_owned(), label })
+    }
+
+    fn label(
+        &self,
+        id: &str,
+        slot: &Slot,
+        by: &Session,
+    ) -> Result<serde_json::Value, ServiceError> {
+        let p = slot.evaluation.parameters.as_ref();
+        Ok(serde_json::json!({
+            "patient_id": slot.patient.id.as_str(),
+            "product": slot.recipe.name,
+            "batch_id": id,
+            "quantity_ml": p.map(|p| p.volume.to_string()),
+            "prepared": self.at().utc.to_rfc3339()[..10],
+            "released_by": by.full_name,
+        }))
+    }
+}
