@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod image;
 mod process;
 mod services;
 mod setup;
@@ -46,6 +47,24 @@ enum Cmd {
     Demo,
     /// Run every benchmark and rewrite docs/BENCHMARKS.md with the results.
     Bench,
+    /// Build the appliance's bootable disk image (needs root; output in
+    /// <target>/galen-image/).
+    ///
+    /// Debian from the host's apt sources (mmdebstrap), systemd, D-Bus, udisks2 and the TPM
+    /// libraries, the release binaries of galen-appliance, and the files in image/ (units,
+    /// D-Bus and polkit policy, udev rules, fstab). GPT disk: ESP with systemd-boot, root
+    /// slots A (read-only ext4) and B (empty, for updates), and a data partition mounted at
+    /// /var for the records, the unit file and the persistent journal. Cached: an unchanged
+    /// input rebuilds nothing, and the Debian base is rebuilt only when image/packages or the
+    /// host's apt sources change.
+    Image {
+        /// Then boot it in QEMU (TCG) with swtpm as the TPM, the simulated unit's instruments
+        /// (hil rig) on its serial ports and a FAT stick on USB: first boot commissions,
+        /// applianced must report READY, udisks2 must see the stick; then report the time to
+        /// READY next to the time to a login prompt with our services masked.
+        #[arg(long)]
+        boot_test: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Test { cargo_args } => test(&cargo_args),
         Cmd::Demo => demo::run(),
         Cmd::Bench => bench::run(),
+        Cmd::Image { boot_test } => image::run(boot_test),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

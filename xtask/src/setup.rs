@@ -44,7 +44,25 @@ pub(crate) const PACKAGES: &[Package] = &[
         name: "openssl",
         why: "tests follow VERIFY.txt of an export with openssl, as inspectors do",
     },
+    // The appliance's image (`cargo xtask image`) and its QEMU boot test.
+    Package {
+        name: "mmdebstrap",
+        why: "builds the image's Debian root from the host's apt sources",
+    },
+    Package { name: "e2fsprogs", why: "mkfs.ext4 -d makes the image's root and data file systems" },
+    Package { name: "fdisk", why: "sfdisk writes the image's GPT partition table into a file" },
+    Package {
+        name: "systemd",
+        why: "systemd-sysusers and systemctl --root add the image's user and unit links",
+    },
+    Package { name: "qemu-system-x86", why: "boots the image in the boot test (TCG)" },
+    Package { name: "qemu-utils", why: "qemu-img: the boot test's disk overlay" },
 ];
+
+/// Packages that come from the release's backports suite. The machines this runs on have
+/// qemu-utils 10 from backports preinstalled, and the release's own qemu-system-x86 (7.2)
+/// conflicts with it, so both QEMU packages must come from there.
+pub(crate) const FROM_BACKPORTS: &[&str] = &["qemu-system-x86", "qemu-utils"];
 
 /// What `setup` should do when packages are missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,22 +91,46 @@ pub(crate) fn run(mode: Mode) -> Result<()> {
     }
     if !nix::unistd::geteuid().is_root() {
         println!("Installing needs root. Run this, then `cargo xtask setup` again:");
-        println!(
-            "  sudo apt-get update && sudo env DEBIAN_FRONTEND=noninteractive \
-             apt-get install -y --no-install-recommends {}",
-            names.join(" ")
-        );
+        let (backports, release): (Vec<&str>, Vec<&str>) =
+            names.iter().partition(|n| FROM_BACKPORTS.contains(n));
+        let install = "sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                       --no-install-recommends";
+        let mut line = String::from("  sudo apt-get update");
+        if !release.is_empty() {
+            line.push_str(&format!(" && {install} {}", release.join(" ")));
+        }
+        if !backports.is_empty() {
+            line.push_str(&format!(
+                " && {install} -t {} {}",
+                backports_suite()?,
+                backports.join(" ")
+            ));
+        }
+        println!("{line}");
         bail!("setup needs root to install {}", names.join(" "));
     }
+    let (backports, release): (Vec<&str>, Vec<&str>) =
+        names.iter().partition(|n| FROM_BACKPORTS.contains(n));
+    let backports_suite = if backports.is_empty() { None } else { Some(backports_suite()?) };
     println!("setup: apt-get update");
     process::run(Command::new("apt-get").args(["update", "-q"]))?;
-    println!("setup: apt-get install {}", names.join(" "));
-    process::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&names),
-    )?;
+    for (packages, suite) in [(release, None), (backports, backports_suite.as_deref())] {
+        if packages.is_empty() {
+            continue;
+        }
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+        ]);
+        if let Some(suite) = suite {
+            cmd.args(["-t", suite]);
+        }
+        println!("setup: {}", process::display(cmd.args(&packages)));
+        process::run(&mut cmd)?;
+    }
     let still = missing_packages()?;
     if !still.is_empty() {
         let still: Vec<&str> = still.iter().map(|p| p.name).collect();
@@ -96,6 +138,30 @@ pub(crate) fn run(mode: Mode) -> Result<()> {
     }
     println!("setup: installed {} package(s)", names.len());
     Ok(())
+}
+
+/// The host release's backports suite, which must be in the host's apt sources.
+fn backports_suite() -> Result<String> {
+    let os_release = std::fs::read_to_string("/etc/os-release")
+        .context("reading /etc/os-release (is this a Debian machine?)")?;
+    let codename = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .filter(|c| !c.is_empty())
+        .context("/etc/os-release has no VERSION_CODENAME")?;
+    let suite = format!("{codename}-backports");
+    if !crate::image::sources::host_has_suite(&suite)? {
+        bail!(
+            "{} must come from {suite}, which the host's apt sources do not have. Add an entry \
+             for it that reuses the URIs and Signed-By of your {codename} entry, e.g. a file \
+             /etc/apt/sources.list.d/{suite}.sources with the lines `Types: deb`, `URIs: <the \
+             same as {codename}'s>`, `Suites: {suite}`, `Components: main`, `Signed-By: <the \
+             same as {codename}'s>`; then run `cargo xtask setup` again",
+            FROM_BACKPORTS.join(" and ")
+        );
+    }
+    Ok(suite)
 }
 
 /// The required packages that dpkg does not report as installed.
@@ -129,6 +195,13 @@ mod tests {
     fn only_fully_installed_packages_count() {
         let listing = "swtpm\tinstalled\nlibtss2-dev\tconfig-files\ndbus-bin\thalf-installed\n";
         assert_eq!(installed_from_dpkg(listing), BTreeSet::from(["swtpm"]));
+    }
+
+    #[test]
+    fn backports_packages_are_required_packages() {
+        for name in FROM_BACKPORTS {
+            assert!(PACKAGES.iter().any(|p| p.name == *name), "{name} is not in PACKAGES");
+        }
     }
 
     #[test]

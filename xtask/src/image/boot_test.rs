@@ -1,0 +1,619 @@
+//! `cargo xtask image --boot-test`: boots the image in QEMU (TCG) as the unit it is meant for
+//! and checks from inside that it works.
+//!
+//! The machine: swtpm as the TPM (tpm-tis), the simulated unit's instruments (`hil rig` on
+//! host ptys) on four PCI UARTs at the slots the image's udev rules name, a FAT stick on USB,
+//! and the guest agent's virtio-serial port ([`super::agent`]). The disk is a qcow2 overlay
+//! over `disk.img`, kept across the boots of one run, so `disk.img` itself is never changed.
+//!
+//! Three boots of the same image, one after the other:
+//! 1. first boot: commissioning from SMBIOS credentials (admin, PIN, the unit file), then
+//!    applianced must report READY; checks that udisks2 sees the stick and that user galen
+//!    may mount, unmount and power it off (the polkit rule), and what the image promises
+//!    (read-only root, /var on the data partition, named serial ports, the TPM);
+//! 2. baseline: our units masked on the kernel command line; time to the login prompt;
+//! 3. regular boot (already commissioned): time to applianced's READY; the records verified
+//!    against the TPM and the first boot's clean stop is in the persistent journal.
+//!
+//! Each boot ends with `systemctl poweroff` in the guest and QEMU exiting on its own.
+//! Everything (QEMU, swtpm, the rig) is a tracked child: Ctrl-C or a failure stops them all.
+//! Logs stay in `<target>/galen-image/boot-test/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::Step;
+use super::agent::Agent;
+use super::build::Built;
+use crate::process::{self, Tracked};
+
+/// The instruments and the PCI slot of the UART each is wired to; the image's
+/// `70-galen-serial.rules` names `/dev/galen/<name>` after the same slots.
+const INSTRUMENTS: &[(&str, u8)] =
+    &[("balance", 0x10), ("syringe", 0x11), ("peristaltic", 0x12), ("heater", 0x13)];
+
+/// The first administrator the first boot commissions (test values, never a real unit's).
+const ADMIN_USER: &str = "admin";
+const ADMIN_NAME: &str = "Boot Test Administrator";
+const ADMIN_PIN: &str = "246810";
+
+const STICK_LABEL: &str = "GALEN-STICK";
+
+/// Our units; the baseline boot masks them.
+const OUR_UNITS: &[&str] = &["applianced.service", "galen-commission.service"];
+
+/// TCG on two shared cores is slow; these are generous, the report says what it really took.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything one run shares across its boots.
+struct Run {
+    dir: PathBuf,
+    built_cmdline: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    overlay: PathBuf,
+    stick: PathBuf,
+    /// The rig's pty per instrument, in `INSTRUMENTS` order.
+    ptys: Vec<PathBuf>,
+    /// The SMBIOS type 11 files carrying the first boot's credentials.
+    credentials: Vec<PathBuf>,
+}
+
+/// Which boot, and so what the guest is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boot {
+    First,
+    Baseline,
+    Regular,
+}
+
+impl Boot {
+    fn name(self) -> &'static str {
+        match self {
+            Boot::First => "first",
+            Boot::Baseline => "baseline",
+            Boot::Regular => "regular",
+        }
+    }
+}
+
+/// What one boot measured: seconds from QEMU's start (host) and from the kernel's start
+/// (guest, systemd's monotonic timestamps).
+#[derive(Debug, Default)]
+struct Timings {
+    ready_host: Option<f64>,
+    ready_guest: Option<f64>,
+    login_host: Option<f64>,
+    login_guest: Option<f64>,
+    poweroff: Option<f64>,
+}
+
+pub(crate) fn run(built: &Built) -> Result<()> {
+    let started = Instant::now();
+    let dir = built.out.join("boot-test");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    println!("boot test: logs in {}", dir.display());
+
+    let hil = built.hil.as_ref().context("the build did not make the hil binary")?;
+    let (_rig, ptys, guest_unit) = start_rig(hil, &dir.join("rig"))?;
+    let stick = make_stick(&dir)?;
+    let overlay = dir.join("disk.qcow2");
+    process::run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&built.disk)
+            .arg(&overlay),
+    )?;
+    let credentials = write_credentials(&dir, &guest_unit)?;
+    std::fs::create_dir_all(dir.join("tpm"))?;
+    let run = Run {
+        dir,
+        built_cmdline: built.cmdline.clone(),
+        kernel: built.kernel.clone(),
+        initrd: built.initrd.clone(),
+        overlay,
+        stick,
+        ptys,
+        credentials,
+    };
+
+    let first = boot(&run, Boot::First)?;
+    let baseline = boot(&run, Boot::Baseline)?;
+    let regular = boot(&run, Boot::Regular)?;
+
+    println!(
+        "\nboot test: passed in {:.0} s (three boots, QEMU TCG, 2 vCPUs)",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report(&first, &baseline, &regular));
+    Ok(())
+}
+
+fn report(first: &Timings, baseline: &Timings, regular: &Timings) -> String {
+    let s = |t: Option<f64>| t.map_or_else(|| "-".to_owned(), |t| format!("{t:.1} s"));
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<44} {:>14} {:>16}", "", "from QEMU start", "from kernel start");
+    let rows = [
+        ("applianced ready, regular boot", regular.ready_host, regular.ready_guest),
+        ("login prompt, our services masked", baseline.login_host, baseline.login_guest),
+        ("login prompt, regular boot", regular.login_host, regular.login_guest),
+        ("applianced ready, first boot (commissioning)", first.ready_host, first.ready_guest),
+    ];
+    for (what, host, guest) in rows {
+        let _ = writeln!(out, "{what:<44} {:>14} {:>16}", s(host), s(guest));
+    }
+    let _ = writeln!(
+        out,
+        "power-off (systemctl poweroff to QEMU exit): first {}, baseline {}, regular {}",
+        s(first.poweroff),
+        s(baseline.poweroff),
+        s(regular.poweroff)
+    );
+    out
+}
+
+/// Starts `hil rig` and returns it, the pty of each instrument, and the unit file for the
+/// guest (the rig's, with each port renamed to the guest's `/dev/galen/<name>`).
+fn start_rig(hil: &Path, dir: &Path) -> Result<(Tracked, Vec<PathBuf>, String)> {
+    let log = std::fs::File::create(dir.with_extension("log"))?;
+    let mut rig = process::spawn(
+        Command::new(hil)
+            .args(["rig", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )?;
+    let unit = dir.join("unit.toml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !unit.exists() {
+        process::bail_if_interrupted()?;
+        if let Some(status) = rig.try_wait()? {
+            bail!("`hil rig` exited ({status}); see {}", dir.with_extension("log").display());
+        }
+        if Instant::now() > deadline {
+            bail!("`hil rig` wrote no {} within 30 s", unit.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut ptys = Vec::new();
+    for (name, _) in INSTRUMENTS {
+        let link = dir.join(name);
+        ptys.push(
+            std::fs::read_link(&link).with_context(|| format!("reading {}", link.display()))?,
+        );
+    }
+    let text = std::fs::read_to_string(&unit)?;
+    let guest = guest_unit_file(&text, dir)?;
+    println!(
+        "boot test: simulated unit running ({})",
+        ptys.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok((rig, ptys, guest))
+}
+
+/// The rig's unit file with its port links replaced by the guest's udev names.
+fn guest_unit_file(rig_unit: &str, rig_dir: &Path) -> Result<String> {
+    let mut text = rig_unit.to_owned();
+    for (name, _) in INSTRUMENTS {
+        let host = format!("{:?}", rig_dir.join(name).display().to_string());
+        if !text.contains(&host) {
+            bail!("the rig's unit file names no port {host}; did `hil rig` change its layout?");
+        }
+        text = text.replace(&host, &format!("\"/dev/galen/{name}\""));
+    }
+    Ok(text)
+}
+
+/// A FAT stick image with one file on it, made without mounting (mkfs.vfat + mtools).
+fn make_stick(dir: &Path) -> Result<PathBuf> {
+    let stick = dir.join("stick.img");
+    process::run(
+        Command::new("mkfs.vfat")
+            .args(["-n", STICK_LABEL, "-C"])
+            .arg(&stick)
+            .arg("65536")
+            .stdout(Stdio::null()),
+    )?;
+    let readme = dir.join("README.TXT");
+    std::fs::write(&readme, "Export stick for the Galen boot test.\n")?;
+    process::run(
+        Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&stick)
+            .arg(&readme)
+            .arg("::/README.TXT"),
+    )?;
+    Ok(stick)
+}
+
+/// SMBIOS type 11 strings, one file each (`-smbios type=11,path=…` keeps commas and quotes
+/// out of QEMU's option parser).
+fn write_credentials(dir: &Path, guest_unit: &str) -> Result<Vec<PathBuf>> {
+    let strings = [
+        ("admin-user", format!("io.systemd.credential:galen.admin-user={ADMIN_USER}")),
+        ("admin-name", format!("io.systemd.credential:galen.admin-name={ADMIN_NAME}")),
+        ("admin-pin", format!("io.systemd.credential:galen.admin-pin={ADMIN_PIN}")),
+        (
+            "unit-toml",
+            format!(
+                "io.systemd.credential.binary:galen.unit-toml={}",
+                super::agent::base64_encode(guest_unit.as_bytes())
+            ),
+        ),
+    ];
+    let mut files = Vec::new();
+    for (name, value) in strings {
+        let path = dir.join(format!("credential-{name}"));
+        std::fs::write(&path, value)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// A running guest. Field order is drop order: QEMU stops before its TPM.
+struct Machine {
+    agent: Agent,
+    qemu: Tracked,
+    _swtpm: Tracked,
+    started: Instant,
+    login: Arc<Mutex<Option<Instant>>>,
+}
+
+fn boot(run: &Run, which: Boot) -> Result<Timings> {
+    let step = Step::new(format!("boot test: {} boot", which.name()));
+    let mut machine = start(run, which)?;
+    let uptime = machine.agent.wait_hello(BOOT_TIMEOUT)?;
+    println!("image: guest agent up {uptime:.1} s after the kernel started");
+    let mut t = Timings::default();
+    match which {
+        Boot::First => {
+            wait_ready(&mut machine, &mut t)?;
+            check_image(&mut machine.agent)?;
+            check_commissioned(&mut machine.agent)?;
+            check_stick(&mut machine.agent)?;
+        }
+        Boot::Baseline => {
+            let state = machine
+                .agent
+                .run("systemctl is-active applianced.service", Duration::from_secs(30))?;
+            if state.output.trim() == "active" {
+                bail!("applianced runs although the baseline boot masked it");
+            }
+        }
+        Boot::Regular => {
+            wait_ready(&mut machine, &mut t)?;
+            check_restart(&mut machine.agent)?;
+        }
+    }
+    wait_login(&mut machine, &mut t)?;
+    t.poweroff = Some(power_off(&mut machine)?);
+    step.done();
+    Ok(t)
+}
+
+fn start(run: &Run, which: Boot) -> Result<Machine> {
+    let name = which.name();
+    let tpm_dir = run.dir.join("tpm");
+    let tpm_sock = tpm_dir.join("swtpm.sock");
+    let _ = std::fs::remove_file(&tpm_sock);
+    // The TPM state persists in tpm/ across the boots; swtpm itself ends with each QEMU.
+    let mut swtpm = process::spawn(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", tpm_dir.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", tpm_sock.display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", run.dir.join(format!("swtpm-{name}.log")).display()))
+            .stdin(Stdio::null()),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tpm_sock.exists() {
+        process::bail_if_interrupted()?;
+        if let Some(status) = swtpm.try_wait()? {
+            bail!(
+                "swtpm exited ({status}); see {}",
+                run.dir.join(format!("swtpm-{name}.log")).display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("swtpm made no socket {} within 10 s", tpm_sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let console = run.dir.join(format!("console-{name}.log"));
+    let agent_sock = run.dir.join("agent.sock");
+    let qmp_sock = run.dir.join(format!("qmp-{name}.sock"));
+    let _ = std::fs::remove_file(&agent_sock);
+    let mut cmdline = format!("{} galen.test-agent", run.built_cmdline);
+    if which == Boot::Baseline {
+        for unit in OUR_UNITS {
+            cmdline.push_str(&format!(" systemd.mask={unit}"));
+        }
+    }
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-nic", "none"])
+        .arg("-kernel")
+        .arg(&run.kernel)
+        .arg("-initrd")
+        .arg(&run.initrd)
+        .arg("-append")
+        .arg(&cmdline)
+        .arg("-drive")
+        .arg(format!("if=none,id=disk,format=qcow2,file={}", run.overlay.display()))
+        .args(["-device", "virtio-blk-pci,drive=disk"])
+        // The TPM, as tpm-tis: the Debian kernel has the driver built in.
+        .arg("-chardev")
+        .arg(format!("socket,id=chrtpm,path={}", tpm_sock.display()))
+        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"])
+        // The export stick on USB, removable like a real one.
+        .args(["-device", "qemu-xhci,id=xhci"])
+        .arg("-drive")
+        .arg(format!("if=none,id=stick,format=raw,file={}", run.stick.display()))
+        .args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"])
+        // The console (ttyS0) goes to a file: nothing is lost while no one reads.
+        .arg("-chardev")
+        .arg(format!("file,id=console,path={}", console.display()))
+        .args(["-serial", "chardev:console"])
+        // The guest agent's channel.
+        .args(["-device", "virtio-serial-pci,id=agentbus"])
+        .arg("-chardev")
+        .arg(format!("socket,id=agent,path={},server=on,wait=off", agent_sock.display()))
+        .args(["-device", "virtserialport,bus=agentbus.0,chardev=agent,name=org.galen.agent.0"])
+        // For stage-2 checks that need the machine itself (screendump of the HMI).
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
+    for ((name, slot), pty) in INSTRUMENTS.iter().zip(&run.ptys) {
+        cmd.arg("-chardev")
+            .arg(format!("serial,id={name},path={}", pty.display()))
+            .arg("-device")
+            .arg(format!("pci-serial,chardev={name},addr={slot:#x}"));
+    }
+    if which == Boot::First {
+        for file in &run.credentials {
+            cmd.arg("-smbios").arg(format!("type=11,path={}", file.display()));
+        }
+    }
+    let log = std::fs::File::create(run.dir.join(format!("qemu-{name}.log")))?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    let started = Instant::now();
+    let qemu = process::spawn(&mut cmd)?;
+    let login = watch_console(console, started);
+    let agent = Agent::connect(&agent_sock)
+        .with_context(|| format!("see {}", run.dir.join(format!("qemu-{name}.log")).display()))?;
+    Ok(Machine { agent, qemu, _swtpm: swtpm, started, login })
+}
+
+/// Notes when the console first shows a login prompt, on a thread of its own so the time is
+/// right whatever the main thread is waiting for.
+fn watch_console(console: PathBuf, started: Instant) -> Arc<Mutex<Option<Instant>>> {
+    let seen = Arc::new(Mutex::new(None));
+    let seen_by_thread = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        while started.elapsed() < BOOT_TIMEOUT * 2 {
+            let text = std::fs::read(&console).unwrap_or_default();
+            if text.windows(7).any(|w| w == b"login: ") {
+                if let Ok(mut seen) = seen_by_thread.lock() {
+                    *seen = Some(Instant::now());
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    seen
+}
+
+/// Waits for applianced's READY (Type=notify: "active" means READY=1 arrived).
+fn wait_ready(machine: &mut Machine, t: &mut Timings) -> Result<()> {
+    let script = r#"
+        for i in $(seq 1 1500); do
+            state=$(systemctl is-active applianced.service)
+            case "$state" in
+                active) exit 0 ;;
+                failed) break ;;
+            esac
+            sleep 0.2
+        done
+        echo "applianced is $state"
+        journalctl -b --no-pager -o short-monotonic -u galen-commission.service -u applianced.service | tail -n 40
+        exit 1
+    "#;
+    machine.agent.check("waiting for applianced to report READY", script, BOOT_TIMEOUT)?;
+    t.ready_host = Some(machine.started.elapsed().as_secs_f64());
+    t.ready_guest = Some(active_since_boot(&mut machine.agent, "applianced.service")?);
+    println!(
+        "image: applianced ready {:.1} s after QEMU started",
+        t.ready_host.unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn wait_login(machine: &mut Machine, t: &mut Timings) -> Result<()> {
+    let deadline = machine.started + BOOT_TIMEOUT;
+    loop {
+        process::bail_if_interrupted()?;
+        if let Some(at) = *machine.login.lock().map_err(|_| anyhow::anyhow!("console watcher"))? {
+            t.login_host = Some(at.duration_since(machine.started).as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no login prompt on the console within {BOOT_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.login_guest = Some(active_since_boot(&mut machine.agent, "serial-getty@ttyS0.service")?);
+    Ok(())
+}
+
+/// When `unit` became active, in seconds since the kernel started (systemd's own record).
+fn active_since_boot(agent: &mut Agent, unit: &str) -> Result<f64> {
+    let out = agent.check(
+        &format!("reading when {unit} became active"),
+        &format!("systemctl show --property=ActiveEnterTimestampMonotonic --value {unit}"),
+        Duration::from_secs(30),
+    )?;
+    let micros: f64 = out.trim().parse().with_context(|| format!("systemd said {out:?}"))?;
+    if micros == 0.0 {
+        bail!("{unit} never became active");
+    }
+    Ok(micros / 1e6)
+}
+
+/// What the image promises, seen from inside.
+fn check_image(agent: &mut Agent) -> Result<()> {
+    let checks: &[(&str, &str)] = &[
+        (
+            "the root file system is read-only",
+            "findmnt -no OPTIONS / | tr , '\\n' | grep -qx ro && ! touch /etc/galen-rw-test 2>/dev/null",
+        ),
+        (
+            "/var is the data partition",
+            "test \"$(findmnt -no SOURCE /var)\" = \"$(readlink -f /dev/disk/by-partlabel/data)\"",
+        ),
+        (
+            "the journal is persistent",
+            "test -d /var/log/journal && journalctl --header | grep -q '/var/log/journal'",
+        ),
+        (
+            "the serial ports have their udev names",
+            "for d in balance syringe peristaltic heater; do test -c /dev/galen/$d || { ls -l /dev/galen/ /dev/ttyS*; exit 1; }; done",
+        ),
+        ("the TPM belongs to group tss", "test \"$(stat -c %G /dev/tpmrm0)\" = tss"),
+        (
+            "user galen is in dialout and tss",
+            "id -nG galen | tr ' ' '\\n' | grep -qx dialout && id -nG galen | tr ' ' '\\n' | grep -qx tss",
+        ),
+        (
+            "the D-Bus policy is installed",
+            "test -f /usr/share/dbus-1/system.d/org.galen.Appliance1.conf",
+        ),
+    ];
+    for (what, script) in checks {
+        agent.check(what, script, Duration::from_secs(60))?;
+        println!("image: ok: {what}");
+    }
+    Ok(())
+}
+
+fn check_commissioned(agent: &mut Agent) -> Result<()> {
+    let out = agent.check(
+        "commissioning from credentials",
+        "journalctl -b --no-pager -o cat -u galen-commission.service | grep -A1 'checkpoint key fingerprint'",
+        Duration::from_secs(60),
+    )?;
+    let fingerprint = out.lines().nth(1).unwrap_or_default().trim().to_owned();
+    println!("image: ok: commissioned on first boot; checkpoint key fingerprint {fingerprint}");
+    Ok(())
+}
+
+/// udisks2 sees the stick, and user galen may mount, unmount and power it off (polkit rule).
+fn check_stick(agent: &mut Agent) -> Result<()> {
+    let script = format!(
+        r#"
+        set -e
+        for i in $(seq 1 150); do [ -e /dev/disk/by-label/{STICK_LABEL} ] && break; sleep 0.2; done
+        dev=$(readlink -f /dev/disk/by-label/{STICK_LABEL})
+        obj=/org/freedesktop/UDisks2/block_devices/$(basename "$dev")
+        p() {{ busctl get-property org.freedesktop.UDisks2 "$1" "org.freedesktop.UDisks2.$2" "$3" | cut -d' ' -f2-; }}
+        for i in $(seq 1 150); do [ "$(p "$obj" Block IdLabel 2>/dev/null)" = '"{STICK_LABEL}"' ] && break; sleep 0.2; done
+        drive=$(p "$obj" Block Drive | tr -d '"')
+        echo "type=$(p "$obj" Block IdType) label=$(p "$obj" Block IdLabel) bus=$(p "$drive" Drive ConnectionBus) removable=$(p "$drive" Drive Removable)"
+        as_galen() {{ runuser -u galen -- udisksctl "$@" --no-user-interaction; }}
+        as_galen mount -b "$dev" -o noexec,nosuid,nodev
+        mnt=$(findmnt -no TARGET "$dev")
+        echo "mounted at $mnt: $(ls "$mnt")"
+        as_galen unmount -b "$dev"
+        as_galen power-off -b "$dev"
+        for i in $(seq 1 50); do [ -e "$dev" ] || break; sleep 0.2; done
+        [ ! -e "$dev" ] && echo "powered off"
+        "#
+    );
+    let out = agent.check(
+        "using the USB stick through udisks2 as user galen",
+        &script,
+        Duration::from_secs(120),
+    )?;
+    let expected = format!("type=\"vfat\" label=\"{STICK_LABEL}\" bus=\"usb\" removable=true");
+    if !out.lines().any(|l| l == expected) {
+        bail!("udisks2 does not see the stick as expected ({expected}); the guest said:\n{out}");
+    }
+    for line in out.lines() {
+        println!("image: ok: stick: {line}");
+    }
+    if !out.contains("README.TXT") || !out.lines().any(|l| l == "powered off") {
+        bail!(
+            "the stick was not mounted, read and powered off as expected; the guest said:\n{out}"
+        );
+    }
+    Ok(())
+}
+
+/// After a reboot: the records open against the TPM, and the previous run stopped cleanly.
+fn check_restart(agent: &mut Agent) -> Result<()> {
+    agent.check(
+        "the records were verified at start",
+        "journalctl -b --no-pager -o cat -u applianced.service | grep 'records verified'",
+        Duration::from_secs(60),
+    )?;
+    println!("image: ok: applianced verified the records against the TPM after a reboot");
+    agent.check(
+        "the first boot's applianced stopped cleanly (persistent journal)",
+        "journalctl --no-pager -o cat -u applianced.service | grep 'final checkpoint taken'",
+        Duration::from_secs(60),
+    )?;
+    println!(
+        "image: ok: the first boot's applianced stopped with a final checkpoint (journal kept on /var)"
+    );
+    Ok(())
+}
+
+/// `systemctl poweroff` in the guest; QEMU must exit on its own, successfully.
+fn power_off(machine: &mut Machine) -> Result<f64> {
+    let asked = Instant::now();
+    machine.agent.send("systemctl poweroff")?;
+    loop {
+        process::bail_if_interrupted()?;
+        if let Some(status) = machine.qemu.try_wait()? {
+            if !status.success() {
+                bail!("QEMU exited with {status} after the guest powered off");
+            }
+            return Ok(asked.elapsed().as_secs_f64());
+        }
+        if asked.elapsed() > POWEROFF_TIMEOUT {
+            bail!("the guest did not power off within {POWEROFF_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_unit_file_names_the_guest_ports() {
+        let rig = Path::new("/tmp/rig");
+        let unit = "[[device]]\nname = \"balance\"\nport = \"/tmp/rig/balance\"\n\
+                    [[device]]\nport = \"/tmp/rig/syringe\"\n[[device]]\nport = \"/tmp/rig/peristaltic\"\n\
+                    [[device]]\nport = \"/tmp/rig/heater\"\n";
+        let guest = guest_unit_file(unit, rig).unwrap();
+        assert!(guest.contains("port = \"/dev/galen/balance\""));
+        assert!(guest.contains("port = \"/dev/galen/heater\""));
+        assert!(!guest.contains("/tmp/rig"));
+        assert!(guest_unit_file("port = \"/elsewhere\"", rig).is_err());
+    }
+}
