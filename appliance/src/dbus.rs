@@ -222,7 +222,7 @@ pub struct BatchesApi(Ctx);
 
 #[interface(name = "org.galen.Batches1")]
 impl BatchesApi {
-    /// The calculation for a patient (JSON), creating nothing. `patient` holds `patient_id`,
+    /// The calculation for a patient (JSON), creating nothing. `patient_fields` holds `patient_id`,
     /// `weight_kg`, `age_years` and `phenotype.<GENE>`; a lab file may come as name + bytes.
     async fn preview(
         &self,
@@ -577,9 +577,9 @@ pub async fn serve(conn: &Connection, svc: Arc<Service>, peer: Option<String>) -
     Ok(())
 }
 
-/// Serves the API on the bus `conn`, claims [`NAME`], and ends each session whose connection
-/// leaves the bus.
-pub async fn serve_bus(conn: &Connection, svc: Arc<Service>) -> zbus::Result<()> {
+/// Serves the API on the bus `conn`, claims `name` ([`NAME`] on the appliance; tests sharing
+/// a bus use their own), and ends each session whose connection leaves the bus.
+pub async fn serve_bus(conn: &Connection, svc: Arc<Service>, name: &str) -> zbus::Result<()> {
     serve(conn, svc.clone(), None).await?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;
     let mut gone = dbus.receive_name_owner_changed().await?;
@@ -593,7 +593,7 @@ pub async fn serve_bus(conn: &Connection, svc: Arc<Service>) -> zbus::Result<()>
             }
         }
     });
-    conn.request_name(NAME).await?;
+    conn.request_name(name.to_owned()).await?;
     Ok(())
 }
 
@@ -644,7 +644,9 @@ async fn publish_live(unit: InterfaceRef<UnitApi>, mut live: watch::Receiver<Liv
         }
         drop(u);
         if let Err(err) = r {
-            tracing::debug!("live signals: {err}");
+            // The connection is gone (a peer hung up): nobody is left to tell.
+            tracing::debug!("live signals stop: {err}");
+            return;
         }
         last = now;
         tokio::time::sleep(LIVE_PERIOD).await;

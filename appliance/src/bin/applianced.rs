@@ -208,7 +208,7 @@ async fn run(cli: &Cli) -> Result<()> {
         feed,
         tokio::runtime::Handle::current(),
     ));
-    galen_appliance::dbus::serve_bus(&conn, service.clone())
+    galen_appliance::dbus::serve_bus(&conn, service.clone(), galen_appliance::dbus::NAME)
         .await
         .with_context(|| format!("claiming {} on the {bus} bus", galen_appliance::dbus::NAME))?;
     // Handlers before READY: a stop that comes right after must still end cleanly.

@@ -204,7 +204,7 @@ impl Service {
         match personalise::evaluate(&recipe, &patient) {
             Ok(e) => Ok((recipe, patient, e)),
             Err(r) => Err(ServiceError::Refused {
-                reason: if r.needs_qa {
+                reason: if r.needs_qa && !r.kind.to_string().contains("QA") {
                     format!("{}; a QA decision is needed", r.kind)
                 } else {
                     r.kind.to_string()

@@ -93,6 +93,7 @@ impl Service {
                     user_id: Some(session.user_id),
                     batch_id: Some(subject(r.id.as_str(), r.revision)),
                     new_value: Some(format!("{} revision {} installed", r.id, r.revision)),
+                    reason: Some(format!("signed update from {}", dir.display())),
                     payload: serde_json::json!({
                         "recipe": r.id.as_str(), "revision": r.revision, "sha256": i.sha256,
                         "source": dir.display().to_string(),

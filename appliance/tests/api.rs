@@ -1,0 +1,697 @@
+//! The D-Bus API end to end: a real record store on a private swtpm, the simulated unit on
+//! real ptys, real TUF metadata, and clients that talk D-Bus — once through the private
+//! dbus-daemon `cargo xtask test` starts, once over a socket pair with no daemon at all. The
+//! same test body runs over both.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use galen_appliance::dbus::{self, PATH};
+use galen_appliance::engine::plan::Pumps;
+use galen_appliance::records::NewUser;
+use galen_appliance::records::users::{Action, Role, permits};
+use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::supervisor::live::{Feed, Live, distribute};
+use galen_appliance::supervisor::runtime::SystemClock;
+use galen_appliance::supervisor::start_devices;
+use galen_hil::rig::{Rig, RigConfig};
+use galen_recipes::model::Version;
+use galen_recipes::tuf::intake::Intake;
+use galen_recipes::tuf::publish::{self, Expiries, RoleSpec};
+use galen_record::signature::Meaning;
+use jiff::{SignedDuration, Timestamp};
+use serde::de::DeserializeOwned;
+use tough::schema::RoleType;
+use zbus::Connection;
+use zbus::zvariant::DynamicType;
+
+const PEOPLE: [(&str, &str, Role, &str); 5] = [
+    ("ada", "Ada Lovelace", Role::Pharmacist, "111111"),
+    ("vic", "Victor Second", Role::Verifier, "222222"),
+    ("quinn", "Quinn Release", Role::Qa, "333333"),
+    ("ida", "Ida Inspector", Role::Inspector, "444444"),
+    ("sam", "Sam Service", Role::Service, "555555"),
+];
+
+/// A test recipe: the azathioprine example made quick for the rig — the active comes as a
+/// liquid concentrate through the syringe pump instead of a hand-weighed powder, and the mix
+/// lasts two seconds — so a whole batch runs in well under a minute.
+fn test_recipe() -> (String, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../recipes/examples/azathioprine-oral-suspension.toml");
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("id = \"azathioprine-oral-suspension\"", "id = \"test-suspension\"")
+        .replace(
+            "form = \"solid\"\nconcentration_mg_per_g = 1000",
+            "form = \"liquid\"\nconcentration_mg_per_g = 1000\ndensity_g_per_ml = 1.0",
+        )
+        .replace(
+            "[[equipment]]\nkind = \"mixer\"",
+            "[[equipment]]\nkind = \"syringe-pump\"\nmax_rate_ml_per_min = 20\n\n[[equipment]]\nkind = \"mixer\"",
+        )
+        .replace(
+            "dose = \"active\"\ntolerance_g = 0.005",
+            "dose = \"active\"\npump = \"syringe-pump\"\ntolerance_g = 0.05",
+        )
+        .replace("duration_s = 600", "duration_s = 2");
+    assert!(
+        text.contains("pump = \"syringe-pump\"\ntolerance_g = 0.05"),
+        "the example changed shape"
+    );
+    ("test-suspension.toml".into(), text.into_bytes())
+}
+
+fn days(n: i64) -> Timestamp {
+    Timestamp::now().checked_add(SignedDuration::from_hours(24 * n)).unwrap()
+}
+
+/// A manufacturer's signed repository with the test recipe; returns (repo, root.json).
+async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let mut specs = Vec::new();
+    for role in [RoleType::Root, RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
+        let path = keys.join(format!("{role}.pk8"));
+        publish::generate_key(&path).unwrap();
+        specs.push(RoleSpec { role, keys: vec![path], threshold: 1 });
+    }
+    let root = publish::create_root(&specs, days(365), &[keys.join("root.pk8")]).await.unwrap();
+    let root_path = keys.join("root.json");
+    std::fs::write(&root_path, &root).unwrap();
+    let key_files: Vec<PathBuf> = specs.iter().flat_map(|s| s.keys.clone()).collect();
+    let expiries = Expiries { targets: days(30), snapshot: days(7), timestamp: days(2) };
+    let repo = dir.join("repo");
+    publish::publish(&repo, Some(&root_path), &key_files, &[test_recipe()], expiries, &mut |_| {})
+        .await
+        .unwrap();
+    (repo, root)
+}
+
+// Fields drop in order: the service (and its TPM context) before the swtpm.
+struct Appliance {
+    svc: Arc<Service>,
+    records: Arc<Mutex<galen_appliance::records::RecordStore>>,
+    repo: PathBuf,
+    exports: PathBuf,
+    _rig: Rig,
+    _tpm: support::Rig,
+    _dir: tempfile::TempDir,
+}
+
+async fn appliance() -> Appliance {
+    let tpm = support::Rig::new();
+    let mut store = tpm.commission();
+    let mut admin = store.login("admin", support::ADMIN_PIN, support::at(1)).unwrap();
+    for (username, full_name, role, pin) in PEOPLE {
+        let user = NewUser { username, full_name, role, pin };
+        store.add_user(&mut admin, &user, "test staff", support::at(2)).unwrap();
+    }
+    let records = Arc::new(Mutex::new(store));
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root) = repository(dir.path()).await;
+    let rig = Rig::start(RigConfig::default(), &dir.path().join("rig")).unwrap();
+    let intake = Intake::new(
+        root,
+        dir.path().join("recipes"),
+        "galen-cu1",
+        Version::parse("0.1.0").unwrap(),
+    )
+    .unwrap();
+    let (observed_tx, observed) = tokio::sync::mpsc::channel(256);
+    let devices = start_devices(rig.unit(), &observed_tx).unwrap();
+    let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
+    let feed = Feed::default();
+    tokio::spawn(distribute(observed, live.clone(), feed.clone()));
+    let exports = dir.path().join("exports");
+    let config = Config {
+        pumps: Pumps { syringe_max_ml_min: Some(20.0), peristaltic_max_ml_min: Some(60.0) },
+        speed: 1.0,
+        export: ExportTarget::Directory(exports.clone()),
+    };
+    let svc = Arc::new(Service::new(
+        records.clone(),
+        intake,
+        config,
+        Arc::new(SystemClock),
+        devices,
+        live,
+        feed,
+        tokio::runtime::Handle::current(),
+    ));
+    Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
+}
+
+/// How clients reach the service.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// Through the private dbus-daemon, under a name unique to this test.
+    Bus { address: String, name: String },
+    /// A socket pair per client, no daemon.
+    Peer,
+}
+
+async fn transport_bus(a: &Appliance, test: &str) -> Transport {
+    let address = std::env::var("GALEN_TEST_DBUS_ADDRESS")
+        .expect("run through `cargo xtask test`, which starts a private dbus-daemon");
+    let name = format!("org.galen.Test.{test}.P{}", std::process::id());
+    let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+    dbus::serve_bus(&conn, a.svc.clone(), &name).await.unwrap();
+    // The server connection lives as long as the test process.
+    std::mem::forget(conn);
+    Transport::Bus { address, name }
+}
+
+/// One person's connection.
+struct Client {
+    conn: Connection,
+    dest: Option<String>,
+    _server: Option<Connection>,
+}
+
+type Named = (String, String);
+
+impl Client {
+    async fn new(a: &Appliance, t: &Transport) -> Client {
+        match t {
+            Transport::Bus { address, name } => {
+                let conn = zbus::connection::Builder::address(address.as_str())
+                    .unwrap()
+                    .build()
+                    .await
+                    .unwrap();
+                Client { conn, dest: Some(name.clone()), _server: None }
+            }
+            Transport::Peer => {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let (s, c) = tokio::net::UnixStream::pair().unwrap();
+                let guid = zbus::Guid::generate();
+                let server =
+                    zbus::connection::Builder::unix_stream(s).server(guid).unwrap().p2p().build();
+                let client = zbus::connection::Builder::unix_stream(c).p2p().build();
+                let (server, conn) = tokio::try_join!(server, client).unwrap();
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                dbus::serve(&server, a.svc.clone(), Some(format!("peer-{n}"))).await.unwrap();
+                Client { conn, dest: None, _server: Some(server) }
+            }
+        }
+    }
+
+    async fn call<B, R>(&self, iface: &str, method: &str, body: &B) -> Result<R, Named>
+    where
+        B: serde::Serialize + DynamicType,
+        R: DeserializeOwned + zbus::zvariant::Type,
+    {
+        let iface = format!("org.galen.{iface}");
+        match self
+            .conn
+            .call_method(self.dest.as_deref(), PATH, Some(iface.as_str()), method, body)
+            .await
+        {
+            Ok(reply) => Ok(reply.body().deserialize().unwrap()),
+            Err(zbus::Error::MethodError(name, text, _)) => {
+                Err((name.to_string(), text.unwrap_or_default()))
+            }
+            Err(e) => panic!("{iface}.{method}: {e}"),
+        }
+    }
+
+    async fn ok<B, R>(&self, iface: &str, method: &str, body: &B) -> R
+    where
+        B: serde::Serialize + DynamicType,
+        R: DeserializeOwned + zbus::zvariant::Type,
+    {
+        match self.call(iface, method, body).await {
+            Ok(r) => r,
+            Err((name, text)) => panic!("{iface}.{method} failed: {name}: {text}"),
+        }
+    }
+
+    async fn login(a: &Appliance, t: &Transport, user: &str) -> Client {
+        let c = Client::new(a, t).await;
+        let pin = pin(user);
+        let _: (String, String) = c.ok("Session1", "Login", &(user, pin)).await;
+        c
+    }
+
+    async fn property<T: TryFrom<zbus::zvariant::OwnedValue>>(&self, name: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        let mut b = zbus::fdo::PropertiesProxy::builder(&self.conn).path(PATH).unwrap();
+        if let Some(d) = &self.dest {
+            b = b.destination(d.clone()).unwrap();
+        }
+        let p = b.build().await.unwrap();
+        T::try_from(p.get("org.galen.Unit1".try_into().unwrap(), name).await.unwrap()).unwrap()
+    }
+}
+
+fn pin(user: &str) -> &'static str {
+    if user == "admin" {
+        return support::ADMIN_PIN;
+    }
+    PEOPLE.iter().find(|p| p.0 == user).map(|p| p.3).unwrap()
+}
+
+fn error_name(e: &Named) -> &str {
+    e.0.trim_start_matches("org.galen.Error.")
+}
+
+fn patient() -> HashMap<String, String> {
+    HashMap::from([
+        ("patient_id".to_owned(), "P-0042".to_owned()),
+        ("weight_kg".to_owned(), "7.0".to_owned()),
+        ("age_years".to_owned(), "2".to_owned()),
+        ("phenotype.TPMT".to_owned(), "Intermediate Metabolizer".to_owned()),
+        ("phenotype.NUDT15".to_owned(), "Normal Metabolizer".to_owned()),
+    ])
+}
+
+/// Waits until the unit's live state satisfies `cond`, up to `secs`.
+async fn wait_for(c: &Client, secs: u64, what: &str, cond: impl Fn(&str, &str) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let state: String = c.property("State").await;
+        let phase: String = c.property("Phase").await;
+        if cond(&state, &phase) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {secs} s for {what}; state {state}, phase {phase}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The whole life of a personalised batch, as four people at the appliance see it.
+async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) {
+    let quinn = Client::login(a, t, "quinn").await;
+    let installed: Vec<String> =
+        quinn.ok("Recipes1", "Install", &(a.repo.display().to_string(),)).await;
+    assert_eq!(installed, ["installed test-suspension revision 1 (waiting for QA activation)"]);
+
+    let ada = Client::login(a, t, "ada").await;
+    let empty = (String::new(), Vec::<u8>::new());
+    let refused = ada
+        .call::<_, String>(
+            "Batches1",
+            "Preview",
+            &("test-suspension", patient(), &empty.0, &empty.1),
+        )
+        .await;
+    assert_eq!(error_name(&refused.unwrap_err()), "RecipeNotActive");
+
+    let wrong = quinn.call::<_, u32>("Recipes1", "Activate", &("test-suspension", "999999")).await;
+    assert_eq!(error_name(&wrong.unwrap_err()), "WrongCredentials");
+    let revision: u32 = quinn.ok("Recipes1", "Activate", &("test-suspension", pin("quinn"))).await;
+    assert_eq!(revision, 1);
+    let list: Vec<(String, u32, String, bool)> = ada.ok("Recipes1", "List", &()).await;
+    assert_eq!(list.len(), 1);
+    assert!(list[0].3, "active after QA's signature");
+
+    // The calculation is shown before anything is created; bad input is named.
+    let preview: String =
+        ada.ok("Batches1", "Preview", &("test-suspension", patient(), &empty.0, &empty.1)).await;
+    let preview: serde_json::Value = serde_json::from_str(&preview).unwrap();
+    assert!(preview["text"].as_str().unwrap().contains("TPMT"), "{preview:#}");
+    let mut bad = patient();
+    bad.insert("weight_kg".into(), "seventy".into());
+    let e = ada
+        .call::<_, (String, String)>(
+            "Batches1",
+            "Create",
+            &("test-suspension", bad, &empty.0, &empty.1),
+        )
+        .await;
+    assert_eq!(error_name(&e.unwrap_err()), "InvalidInput");
+    let mut poor = patient();
+    poor.insert("phenotype.NUDT15".into(), "Poor Metabolizer".into());
+    let e = ada
+        .call::<_, (String, String)>(
+            "Batches1",
+            "Create",
+            &("test-suspension", poor, &empty.0, &empty.1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&e), "Refused", "{e:?}");
+    assert!(e.1.contains("NUDT15"), "the refusal explains itself: {}", e.1);
+
+    let (id, calc): (String, String) =
+        ada.ok("Batches1", "Create", &("test-suspension", patient(), &empty.0, &empty.1)).await;
+    assert!(id.starts_with("B-"), "{id}");
+    assert!(calc.contains("P-0042"));
+
+    // Not before a second person verified; never by the author.
+    let e = ada.call::<_, ()>("Batches1", "Start", &(&id,)).await.unwrap_err();
+    assert_eq!(error_name(&e), "NotReady", "{e:?}");
+    let e = ada.call::<_, ()>("Batches1", "Verify", &(&id, pin("ada"))).await.unwrap_err();
+    assert_eq!(error_name(&e), "NotPermitted", "a pharmacist cannot sign as verifier: {e:?}");
+    let vic = Client::login(a, t, "vic").await;
+    let () = vic.ok("Batches1", "Verify", &(&id, pin("vic"))).await;
+
+    let () = ada.ok("Batches1", "Start", &(&id,)).await;
+    let e = ada.call::<_, ()>("Batches1", "Start", &(&id,)).await.unwrap_err();
+    assert_eq!(error_name(&e), "Busy", "{e:?}");
+    wait_for(&ada, 10, "the first scan", |s, p| s == "Running" && p == "scan-api").await;
+    let e = ada
+        .call::<_, ()>("Batches1", "Scan", &(&id, "azathioprine", "L1", "tomorrow"))
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&e), "InvalidInput");
+    let () = ada.ok("Batches1", "Scan", &(&id, "azathioprine", "AZA-2291", "2030-01-31")).await;
+    wait_for(&ada, 10, "the second scan", |_, p| p == "scan-vehicle").await;
+    let () = ada.ok("Batches1", "Scan", &(&id, "vehicle", "ORA-77", "2030-06-30")).await;
+    wait_for(&ada, 120, "the cleaning step", |_, p| p == "flush").await;
+    let weight: f64 = ada.property("WeightGrams").await;
+    assert!(weight > 5.0, "the vehicle is on the balance: {weight} g");
+    let () = ada.ok("Batches1", "Confirm", &(&id,)).await;
+    wait_for(&ada, 10, "Complete", |s, _| s == "Complete").await;
+
+    let e = ada.call::<_, String>("Batches1", "Release", &(&id, pin("ada"))).await.unwrap_err();
+    assert_eq!(error_name(&e), "NotPermitted");
+    let e = quinn.call::<_, String>("Batches1", "Release", &(&id, pin("quinn"))).await.unwrap_err();
+    assert_eq!(error_name(&e), "NotReady", "not before the performer signed: {e:?}");
+    let () = ada.ok("Batches1", "Sign", &(&id, pin("ada"))).await;
+    let label: String = quinn.ok("Batches1", "Release", &(&id, pin("quinn"))).await;
+    assert!(label.contains("P-0042") && label.contains(&id), "{label}");
+
+    // The inspector exports it, with progress, and the record holds the whole story.
+    let ida = Client::login(a, t, "ida").await;
+    let (folder, location, entries, _): (String, String, u64, bool) =
+        ida.ok("Records1", "Export", &(vec![id.clone()], 0i64, 0i64)).await;
+    assert!(entries > 10, "{entries}");
+    assert!(
+        Path::new(&location).join("manifest.json").exists()
+            || a.exports.join(&folder).join("manifest.json").exists()
+    );
+    let log: String = ida.ok("Records1", "Entries", &(&id,)).await;
+    for needle in [
+        "batch_created",
+        "personalisation",
+        "Verified by",
+        "scanned azathioprine lot AZA-2291",
+        "Complete",
+        "batch.label",
+        "Released by",
+    ] {
+        assert!(log.contains(needle), "the record has {needle}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_runs_end_to_end_over_the_bus() {
+    let a = appliance().await;
+    let t = transport_bus(&a, "endtoend").await;
+    a_batch_from_patient_data_to_export(&a, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_runs_end_to_end_over_a_socket_pair() {
+    let a = appliance().await;
+    a_batch_from_patient_data_to_export(&a, &Transport::Peer).await;
+}
+
+/// Every method, with arguments that would be refused anyway, and the action it needs
+/// (`None`: any session).
+fn methods()
+-> Vec<(&'static str, &'static str, Option<Action>, zbus::zvariant::StructureBuilder<'static>)> {
+    use zbus::zvariant::StructureBuilder as S;
+    let id = || "B-NONE".to_owned();
+    let fields: HashMap<String, String> = HashMap::new();
+    vec![
+        ("Session1", "Logout", None, S::new()),
+        ("Session1", "WhoAmI", None, S::new()),
+        ("Recipes1", "List", Some(Action::ViewRecords), S::new()),
+        ("Recipes1", "Details", Some(Action::ViewRecords), S::new().add_field(id())),
+        (
+            "Recipes1",
+            "Install",
+            Some(Action::ImportRecipes),
+            S::new().add_field("/nonexistent".to_owned()),
+        ),
+        (
+            "Recipes1",
+            "Activate",
+            Some(Action::Sign(Meaning::Activated)),
+            S::new().add_field(id()).add_field(String::new()),
+        ),
+        (
+            "Batches1",
+            "Preview",
+            Some(Action::RunBatch),
+            S::new()
+                .add_field(id())
+                .add_field(fields.clone())
+                .add_field(String::new())
+                .add_field(Vec::<u8>::new()),
+        ),
+        (
+            "Batches1",
+            "Create",
+            Some(Action::RunBatch),
+            S::new()
+                .add_field(id())
+                .add_field(fields)
+                .add_field(String::new())
+                .add_field(Vec::<u8>::new()),
+        ),
+        ("Batches1", "List", Some(Action::ViewRecords), S::new()),
+        ("Batches1", "Get", Some(Action::ViewRecords), S::new().add_field(id())),
+        (
+            "Batches1",
+            "Verify",
+            Some(Action::Sign(Meaning::Verified)),
+            S::new().add_field(id()).add_field(String::new()),
+        ),
+        (
+            "Batches1",
+            "Review",
+            Some(Action::Sign(Meaning::Reviewed)),
+            S::new().add_field(id()).add_field(String::new()),
+        ),
+        ("Batches1", "Start", Some(Action::RunBatch), S::new().add_field(id())),
+        (
+            "Batches1",
+            "Scan",
+            Some(Action::RunBatch),
+            S::new()
+                .add_field(id())
+                .add_field(id())
+                .add_field(id())
+                .add_field("2030-01-01".to_owned()),
+        ),
+        ("Batches1", "Confirm", Some(Action::RunBatch), S::new().add_field(id())),
+        ("Batches1", "Hold", Some(Action::RunBatch), S::new().add_field(id())),
+        ("Batches1", "Resume", Some(Action::RunBatch), S::new().add_field(id())),
+        ("Batches1", "Stop", Some(Action::RunBatch), S::new().add_field(id())),
+        ("Batches1", "Abort", Some(Action::RunBatch), S::new().add_field(id())),
+        (
+            "Batches1",
+            "Sign",
+            Some(Action::Sign(Meaning::Authored)),
+            S::new().add_field(id()).add_field(String::new()),
+        ),
+        (
+            "Batches1",
+            "Release",
+            Some(Action::Sign(Meaning::Released)),
+            S::new().add_field(id()).add_field(String::new()),
+        ),
+        ("Records1", "Entries", Some(Action::ViewRecords), S::new().add_field(id())),
+        ("Records1", "Verify", Some(Action::ViewRecords), S::new()),
+        (
+            "Records1",
+            "Export",
+            Some(Action::ExportRecords),
+            S::new().add_field(vec![id()]).add_field(0i64).add_field(0i64),
+        ),
+        ("Users1", "List", Some(Action::ManageUsers), S::new()),
+        (
+            "Users1",
+            "Add",
+            Some(Action::ManageUsers),
+            S::new()
+                .add_field(String::new())
+                .add_field(String::new())
+                .add_field("nobody".to_owned())
+                .add_field(String::new())
+                .add_field(String::new()),
+        ),
+        (
+            "Users1",
+            "Deactivate",
+            Some(Action::ManageUsers),
+            S::new().add_field(9999u64).add_field(String::new()),
+        ),
+        ("Unit1", "AcknowledgeAlarms", Some(Action::RunBatch), S::new().add_field(String::new())),
+    ]
+}
+
+fn refusals(a: &Appliance) -> usize {
+    let store = a.records.lock().unwrap();
+    let n = store.len();
+    // Refusals are access entries with object "refused"; count them over the whole chain.
+    store
+        .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
+        .unwrap()
+        .iter()
+        .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == "refused")
+        .count()
+        .min(usize::try_from(n).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_checks_the_callers_role_and_records_every_refusal() {
+    let a = appliance().await;
+    let t = Transport::Peer;
+    let people: Vec<(Option<&str>, Option<Role>)> = std::iter::once((None, None))
+        .chain(std::iter::once((Some("admin"), Some(Role::Admin))))
+        .chain(PEOPLE.iter().map(|p| (Some(p.0), Some(p.2))))
+        .collect();
+    let mut checked = 0;
+    for (user, role) in people {
+        let c = match user {
+            Some(u) => Client::login(&a, &t, u).await,
+            None => Client::new(&a, &t).await,
+        };
+        for (iface, method, needs, args) in methods() {
+            // Logging out would end the session the next calls need.
+            if method == "Logout" && user.is_some() {
+                continue;
+            }
+            let before = refusals(&a);
+            let iface_name = format!("org.galen.{iface}");
+            let call = |body| {
+                c.conn.call_method(None::<&str>, PATH, Some(iface_name.as_str()), method, body)
+            };
+            let reply = match args.build() {
+                Ok(args) => call(&args).await,
+                Err(_) => {
+                    c.conn
+                        .call_method(None::<&str>, PATH, Some(iface_name.as_str()), method, &())
+                        .await
+                }
+            };
+            let error = match reply {
+                Ok(_) => None,
+                Err(zbus::Error::MethodError(name, _, _)) => {
+                    Some(name.trim_start_matches("org.galen.Error.").to_owned())
+                }
+                Err(e) => panic!("{iface}.{method}: {e}"),
+            };
+            let allowed = match (role, needs) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(r), Some(action)) => permits(r, action),
+            };
+            let who = user.unwrap_or("no session");
+            let error = error.as_deref();
+            if allowed {
+                assert!(
+                    !matches!(error, Some("NotLoggedIn" | "NotPermitted")),
+                    "{who} may call {iface}.{method} but got {error:?}"
+                );
+            } else {
+                let expected = if role.is_none() { "NotLoggedIn" } else { "NotPermitted" };
+                assert_eq!(error, Some(expected), "{who} calling {iface}.{method}");
+                assert_eq!(
+                    refusals(&a),
+                    before + 1,
+                    "{who} calling {iface}.{method} left an audit entry"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, methods().len() + 6 * (methods().len() - 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_belongs_to_its_connection_and_ends_with_it() {
+    let a = appliance().await;
+    let t = transport_bus(&a, "sessions").await;
+    let ada = Client::login(&a, &t, "ada").await;
+    let other = Client::new(&a, &t).await;
+    let e = other.call::<_, (String, String, String)>("Session1", "WhoAmI", &()).await.unwrap_err();
+    assert_eq!(error_name(&e), "NotLoggedIn", "another connection does not share ada's session");
+    let (user, _, role): (String, String, String) = ada.ok("Session1", "WhoAmI", &()).await;
+    assert_eq!((user.as_str(), role.as_str()), ("ada", "pharmacist"));
+    let logouts = || {
+        let store = a.records.lock().unwrap();
+        store
+            .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
+            .unwrap()
+            .iter()
+            .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == "logout")
+            .count()
+    };
+    let before = logouts();
+    drop(ada);
+    for _ in 0..50 {
+        if logouts() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("closing the connection did not end (and record) the session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_introspection_is_the_published_interface() {
+    let a = appliance().await;
+    let c = Client::new(&a, &Transport::Peer).await;
+    let xml: String = c
+        .conn
+        .call_method(
+            None::<&str>,
+            PATH,
+            Some("org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    insta::assert_snapshot!(xml);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_state_reaches_subscribers_as_signals() {
+    let a = appliance().await;
+    let t = transport_bus(&a, "live").await;
+    let c = Client::new(&a, &t).await;
+    let p = zbus::fdo::PropertiesProxy::builder(&c.conn)
+        .destination(c.dest.clone().unwrap())
+        .unwrap()
+        .path(PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut changes = p.receive_properties_changed().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let s = changes.next().await.unwrap();
+            let args = s.args().unwrap();
+            if args.changed_properties().contains_key("WeightGrams") {
+                return f64::try_from(
+                    args.changed_properties()["WeightGrams"].try_clone().unwrap(),
+                )
+                .unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the balance's readings arrive as PropertiesChanged within 5 s");
+    assert!(got.is_finite(), "{got}");
+}
