@@ -122,7 +122,8 @@ impl Plant {
 
     /// Solids in the vessel, g.
     pub fn vessel_solids_g(&self) -> f64 {
-        self.solids_g.values().sum()
+        // Not `sum()`: the float sum of nothing is −0.0, which logs print as "-0.000 g".
+        self.solids_g.values().fold(0.0, |total, g| total + g)
     }
 
     pub(super) fn solids_heat_capacity_j_k(&self) -> f64 {

@@ -364,6 +364,7 @@ fn hand_additions_that_make_no_sense_are_refused_and_change_nothing() {
     );
     assert_eq!((plant.snapshot(), plant.ledger(), plant.balance_sample()), before);
     assert!(plant.vessel_solids().is_empty());
+    assert!(plant.vessel_solids_g() == 0.0 && plant.vessel_solids_g().is_sign_positive());
     // The same rule, before there is a plant: what scenarios and the rig check in advance.
     assert_eq!(
         plant.config().check_hand_addition("azathioprine", -1.0),
