@@ -16,6 +16,13 @@
 //! limits = { capacity_g = 220.0 }
 //! ```
 //!
+//! A simulated unit (the `hil` rig) also says how fast its simulated time runs; the table is
+//! absent on a real unit, which runs at 1.0:
+//! ```toml
+//! [simulation]
+//! speed = 10.0                     # simulated seconds per real second, 1.0–100.0
+//! ```
+//!
 //! Protocol options: `safe_mode` (new-era), `echo` (wm520). Calibration: `readability_g`
 //! (balances), `syringe_diameter_mm` (new-era, required), `ml_per_rev` (wm520, required),
 //! `pulses_per_rev` (wm520), `decimals` (eurotherm, required: the display resolution that
@@ -120,7 +127,14 @@ impl fmt::Display for Protocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUnit {
+    simulation: Option<Spanned<RawSimulation>>,
     device: Vec<Spanned<RawDevice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulation {
+    speed: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,8 +187,46 @@ struct RawLimits {
 /// A validated unit configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitConfig {
+    /// Present only on a simulated unit; its presence is what marks the unit as simulated.
+    pub simulation: Option<Simulation>,
     /// Devices in file order, names unique.
     pub devices: Vec<DeviceConfig>,
+}
+
+/// How a simulated unit's time runs relative to real time.
+///
+/// Everything that times the instruments (a supervisor's clock, its timeouts for settling and
+/// heating) must run at [`Simulation::speed`], or the simulated instruments look too fast.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Simulation {
+    speed: f64,
+}
+
+/// A simulation speed outside [`Simulation::MIN_SPEED`]..=[`Simulation::MAX_SPEED`].
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("simulation speed {0} is not between 1 and 100 (simulated seconds per real second)")]
+pub struct InvalidSpeed(pub f64);
+
+impl Simulation {
+    /// Real time: slower would only make tests and demos wait longer.
+    pub const MIN_SPEED: f64 = 1.0;
+    /// Beyond this a 10 ms tick is a second of plant time, and serial round trips (tens of
+    /// milliseconds) become seconds: control loops would no longer see the physics they close.
+    pub const MAX_SPEED: f64 = 100.0;
+
+    /// A simulation at `speed` simulated seconds per real second.
+    pub fn new(speed: f64) -> Result<Self, InvalidSpeed> {
+        if speed.is_finite() && (Self::MIN_SPEED..=Self::MAX_SPEED).contains(&speed) {
+            Ok(Self { speed })
+        } else {
+            Err(InvalidSpeed(speed))
+        }
+    }
+
+    /// Simulated seconds per real second.
+    pub fn speed(self) -> f64 {
+        self.speed
+    }
 }
 
 /// One validated device.
@@ -279,6 +331,19 @@ impl UnitConfig {
             ConfigError::Syntax { file: file.to_owned(), line, column, message }
         })?;
         let mut v = Validator { text, file, devices: Vec::new() };
+        let simulation = raw
+            .simulation
+            .map(|table| {
+                let speed = &table.get_ref().speed;
+                Simulation::new(*speed.get_ref()).map_err(|_| {
+                    v.invalid(
+                        speed.span(),
+                        "simulation.speed",
+                        "must be a number from 1 to 100 (simulated seconds per real second)",
+                    )
+                })
+            })
+            .transpose()?;
         for (i, device) in raw.device.into_iter().enumerate() {
             let span = device.span();
             let device = v.device(i, device.into_inner())?;
@@ -291,12 +356,17 @@ impl UnitConfig {
             }
             v.devices.push(device);
         }
-        Ok(Self { devices: v.devices })
+        Ok(Self { simulation, devices: v.devices })
     }
 
     /// The device named `name`.
     pub fn device(&self, name: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// Simulated seconds per real second: 1.0 on a real unit.
+    pub fn speed(&self) -> f64 {
+        self.simulation.map_or(1.0, Simulation::speed)
     }
 }
 
@@ -744,5 +814,47 @@ limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }
             })
             .collect();
         insta::assert_snapshot!(report);
+    }
+
+    #[test]
+    fn a_real_unit_runs_at_real_time_and_a_simulated_one_says_its_speed() {
+        let real = UnitConfig::parse(GOOD, Path::new("unit.toml")).unwrap();
+        assert_eq!((real.simulation, real.speed()), (None, 1.0));
+        let text = format!("[simulation]\nspeed = 12.5\n{GOOD}");
+        let simulated = UnitConfig::parse(&text, Path::new("unit.toml")).unwrap();
+        assert_eq!(simulated.simulation.map(Simulation::speed), Some(12.5));
+        assert_eq!(simulated.speed(), 12.5);
+        assert_eq!(simulated.devices, real.devices);
+        // After the devices, as a TOML writer may put it.
+        let text = format!("{GOOD}\n[simulation]\nspeed = 1.0\n");
+        assert_eq!(UnitConfig::parse(&text, Path::new("unit.toml")).unwrap().speed(), 1.0);
+    }
+
+    #[test]
+    fn simulation_speeds_are_checked_where_they_are_written() {
+        let cases = [
+            ("slower than real time", "speed = 0.5"),
+            ("too fast", "speed = 100.5"),
+            ("not a number", "speed = nan"),
+            ("infinite", "speed = inf"),
+            ("wrong type", "speed = \"fast\""),
+            ("typo", "sped = 10.0"),
+            ("missing", ""),
+        ];
+        let report: String = cases
+            .iter()
+            .map(|(what, line)| {
+                let text = format!("[simulation]\n{line}\n{GOOD}");
+                format!("{what}:\n  {}\n", check(&text).replace('\n', "\n  "))
+            })
+            .collect();
+        insta::assert_snapshot!(report);
+        for speed in [Simulation::MIN_SPEED, 10.0, Simulation::MAX_SPEED] {
+            assert_eq!(Simulation::new(speed).map(Simulation::speed), Ok(speed));
+        }
+        assert_eq!(
+            Simulation::new(0.0).unwrap_err().to_string(),
+            "simulation speed 0 is not between 1 and 100 (simulated seconds per real second)"
+        );
     }
 }

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! The unit file names the symlinks, not the ptys, so a device that is unplugged and plugged
-//! back (a new pty) keeps its path, as a udev `by-id` name does.
+//! back (a new pty) keeps its path, as a udev `by-id` name does. It always carries a
+//! `[simulation]` table with the rig's speed, even at 1.0: the table is what tells a
+//! supervisor it is driving a simulated unit, and the speed is how fast its clock must run.
 //!
 //! **Lifetime:** everything lives as long as the [`Rig`]; dropping it stops the plant task,
 //! closes every pty and removes the links and the unit file. **Concurrency:** the plant sits
@@ -30,7 +32,7 @@ use std::time::Duration;
 use galen_devices::balance::mt_sics::{MtSicsEmulator, MtSicsModel};
 use galen_devices::balance::sbi::{SbiEmulator, SbiModel};
 use galen_devices::balance::{PanSample, WeightSource};
-use galen_devices::config::UnitConfig;
+use galen_devices::config::{InvalidSpeed, Simulation, UnitConfig};
 use galen_devices::emulator::{Fault, FaultHandle};
 use galen_devices::heater::HeaterPlant;
 use galen_devices::heater::eurotherm::{EurothermEmulator, EurothermModel};
@@ -41,7 +43,8 @@ use galen_devices::pump::{Direction, PumpPort};
 use tokio::time::Instant;
 
 use crate::plant::{
-    Condition, Plant, PlantConfig, PlantConfigError, PlantFault, PumpDrive, PumpId, Snapshot,
+    Condition, HandAdditionError, Plant, PlantConfig, PlantConfigError, PlantFault, PumpDrive,
+    PumpId, Snapshot,
 };
 
 /// The balance's device name in the unit file.
@@ -71,7 +74,9 @@ pub enum BalanceDialect {
 pub struct RigConfig {
     /// The balance's dialect.
     pub balance: BalanceDialect,
-    /// Plant seconds per real second (heating takes minutes; tests want seconds).
+    /// Plant seconds per real second (heating takes minutes; tests want seconds), within
+    /// [`Simulation::MIN_SPEED`]..=[`Simulation::MAX_SPEED`]: the unit file must be able to
+    /// tell the supervisor.
     pub speed: f64,
     /// Real time between plant updates.
     pub tick: Duration,
@@ -114,6 +119,12 @@ pub enum RigError {
     /// No such device in the rig.
     #[error("no device `{0}` in the rig (devices: balance, syringe, peristaltic, heater)")]
     NoDevice(String),
+    /// A speed the unit file cannot carry.
+    #[error(transparent)]
+    Speed(#[from] InvalidSpeed),
+    /// The plant refused a hand addition.
+    #[error(transparent)]
+    HandAddition(#[from] HandAdditionError),
 }
 
 /// Something done to the unit from outside: a wire fault, a cable, or physics.
@@ -127,6 +138,13 @@ pub enum Injection {
     Wire(String, Fault),
     /// A physical fault in the plant.
     Plant(PlantFault),
+    /// The pharmacist weighs a solid into the vessel on the balance ([`Plant::add_by_hand`]).
+    HandAddition {
+        /// What (a name of letters, digits, '-', '_').
+        material: String,
+        /// How much, g.
+        grams: f64,
+    },
 }
 
 impl fmt::Display for Injection {
@@ -137,6 +155,9 @@ impl fmt::Display for Injection {
             Self::Wire(d, Fault::None) => write!(f, "{d}: wire fault cleared"),
             Self::Wire(d, fault) => write!(f, "{d}: wire fault {fault:?}"),
             Self::Plant(p) => write!(f, "plant: {p:?}"),
+            Self::HandAddition { material, grams } => {
+                write!(f, "{grams} g of {material} added by hand")
+            }
         }
     }
 }
@@ -257,6 +278,7 @@ impl Rig {
     /// `dir/unit.toml` and starts the plant task. Must be called inside a tokio runtime.
     pub fn start(config: RigConfig, dir: &Path) -> Result<Self, RigError> {
         let io_err = |what: String| move |source| RigError::Io { what, source };
+        let simulation = Simulation::new(config.speed)?;
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let plant = PlantHandle(Arc::new(Mutex::new(Plant::new(config.plant.clone())?)));
         let p = config.plant.clone();
@@ -324,7 +346,7 @@ impl Rig {
         }
 
         let unit_path = dir.join("unit.toml");
-        let text = unit_file(&config, dir);
+        let text = unit_file(&config, simulation, dir);
         let unit = UnitConfig::parse(&text, &unit_path)?;
         std::fs::write(&unit_path, &text)
             .map_err(io_err(format!("writing {}", unit_path.display())))?;
@@ -402,6 +424,10 @@ impl Rig {
                 self.name(d)?;
             }
             Injection::Plant(_) => {}
+            // Refused now rather than when it fires, with nobody there to hear it.
+            Injection::HandAddition { material, grams } => {
+                self.plant().lock().config().check_hand_addition(material, *grams)?;
+            }
         }
         lock(&self.shared.schedule).push((trigger, injection));
         Ok(())
@@ -467,6 +493,9 @@ impl Shared {
                 slot.faults.set(fault.clone());
             }
             Injection::Plant(fault) => self.plant.lock().apply(*fault),
+            Injection::HandAddition { material, grams } => {
+                self.plant.lock().add_by_hand(material, *grams)?;
+            }
         }
         self.note(format!("inject: {injection}"));
         Ok(())
@@ -547,7 +576,7 @@ fn index(id: PumpId) -> usize {
 }
 
 /// The unit configuration for a rig in `dir` (galen_devices::config format).
-fn unit_file(config: &RigConfig, dir: &Path) -> String {
+fn unit_file(config: &RigConfig, simulation: Simulation, dir: &Path) -> String {
     let p = &config.plant;
     let port = |name: &str| dir.join(name).display().to_string();
     let timeout = config.timeout.as_millis().clamp(10, 60_000);
@@ -559,6 +588,8 @@ fn unit_file(config: &RigConfig, dir: &Path) -> String {
     let max_volume = p.syringe.syringe_ml.max(p.peristaltic.reservoir_ml);
     format!(
         "# Written by `hil` for a simulated unit; ports are links to ptys in this directory.\n\n\
+         # Plant seconds per real second: the supervisor's clock must run at this speed.\n\
+         [simulation]\nspeed = {speed:?}\n\n\
          [[device]]\nname = \"{BALANCE}\"\nkind = \"balance\"\nprotocol = \"{balance}\"\n\
          port = {bp:?}\ntimeout_ms = {timeout}\n{serial}\n\
          calibration = {{ readability_g = {read:?} }}\nlimits = {{ capacity_g = {cap:?} }}\n\n\
@@ -574,6 +605,7 @@ fn unit_file(config: &RigConfig, dir: &Path) -> String {
          port = {hp:?}\naddress = 1\ntimeout_ms = {timeout}\n{serial}\n\
          calibration = {{ decimals = {hdec} }}\n\
          limits = {{ min_temperature_c = 0.0, max_temperature_c = 200.0 }}\n",
+        speed = simulation.speed(),
         bp = port(BALANCE),
         read = p.balance.readability_g,
         cap = p.balance.capacity_g,
@@ -587,4 +619,21 @@ fn unit_file(config: &RigConfig, dir: &Path) -> String {
         hp = port(HEATER),
         hdec = EurothermModel::default().decimals,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_file_names_the_links_and_the_speed_and_validates() {
+        let dir = Path::new("/run/galen-rig");
+        let text = unit_file(&RigConfig::default(), Simulation::new(10.0).unwrap(), dir);
+        insta::assert_snapshot!(text);
+        let unit = UnitConfig::parse(&text, &dir.join("unit.toml")).unwrap();
+        assert_eq!(unit.speed(), 10.0);
+        let at_real_time = unit_file(&RigConfig::default(), Simulation::new(1.0).unwrap(), dir);
+        let unit = UnitConfig::parse(&at_real_time, &dir.join("unit.toml")).unwrap();
+        assert_eq!(unit.simulation.map(Simulation::speed), Some(1.0), "still marked simulated");
+    }
 }

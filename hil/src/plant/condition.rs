@@ -2,9 +2,9 @@
 //!
 //! # Format
 //! `QUANTITY OP NUMBER`, where OP is `>` or `<` and QUANTITY is one of `time_s`,
-//! `vessel_mass_g` (liquid in the vessel), `vessel_volume_ml`, `vessel_temp_c`,
-//! `sensor_temp_c`, `balance_g` (what the balance senses, gross), `ambient_c`, `syringe_ml`,
-//! `bottle_ml`. Evaluated against a [`Snapshot`], so it is pure.
+//! `vessel_mass_g` (liquid in the vessel), `vessel_volume_ml`, `vessel_solids_g` (added by
+//! hand), `vessel_temp_c`, `sensor_temp_c`, `balance_g` (what the balance senses, gross),
+//! `ambient_c`, `syringe_ml`, `bottle_ml`. Evaluated against a [`Snapshot`], so it is pure.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +20,8 @@ pub enum Quantity {
     VesselMassG,
     /// Liquid in the vessel, mL.
     VesselVolumeMl,
+    /// Solids added by hand, g.
+    VesselSolidsG,
     /// Vessel temperature, °C.
     VesselTempC,
     /// Heater sensor reading, °C.
@@ -34,10 +36,11 @@ pub enum Quantity {
     BottleMl,
 }
 
-const NAMES: [(&str, Quantity); 9] = [
+const NAMES: [(&str, Quantity); 10] = [
     ("time_s", Quantity::TimeS),
     ("vessel_mass_g", Quantity::VesselMassG),
     ("vessel_volume_ml", Quantity::VesselVolumeMl),
+    ("vessel_solids_g", Quantity::VesselSolidsG),
     ("vessel_temp_c", Quantity::VesselTempC),
     ("sensor_temp_c", Quantity::SensorTempC),
     ("balance_g", Quantity::BalanceG),
@@ -53,6 +56,7 @@ impl Quantity {
             Self::TimeS => s.t_s,
             Self::VesselMassG => s.vessel_liquid_g,
             Self::VesselVolumeMl => s.vessel_liquid_ml,
+            Self::VesselSolidsG => s.vessel_solids_g,
             Self::VesselTempC => s.vessel_temp_c,
             Self::SensorTempC => s.sensor_c,
             Self::BalanceG => s.balance_g,
@@ -163,7 +167,7 @@ mod tests {
         check(" vessel_temp_c<37.5 ", "ok vessel_temp_c < 37.5");
         check(
             "mass > 50",
-            "error condition `mass > 50`: unknown quantity `mass` (known: time_s, vessel_mass_g, vessel_volume_ml, vessel_temp_c, sensor_temp_c, balance_g, ambient_c, syringe_ml, bottle_ml)",
+            "error condition `mass > 50`: unknown quantity `mass` (known: time_s, vessel_mass_g, vessel_volume_ml, vessel_solids_g, vessel_temp_c, sensor_temp_c, balance_g, ambient_c, syringe_ml, bottle_ml)",
         );
         check("time_s > soon", "error condition `time_s > soon`: `soon` is not a number");
         check(

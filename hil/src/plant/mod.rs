@@ -18,6 +18,8 @@
 //! - *Heating*: one lumped thermal mass (vessel + contents, Σ m·c), power `output · P_max`,
 //!   loss `UA·(T − T_ambient)`, integrated exactly over each step. Added liquid arrives at
 //!   ambient and mixes. The PV sensor follows the vessel with its own time constant.
+//! - *Hand additions* ([`Plant::add_by_hand`], module [`hand`]): a solid lands on the pan at
+//!   once, at ambient, and disturbs the balance like a pour.
 //! - *Balance*: gross load plus drift plus Gaussian noise (larger while liquid falls in); the
 //!   load counts as settled once `settle_s` has passed without inflow. Readability, capacity,
 //!   zero and tare are applied by the balance emulator; [`Plant::balance_display`] applies the
@@ -25,6 +27,7 @@
 
 pub mod condition;
 pub mod config;
+pub mod hand;
 
 use std::collections::BTreeMap;
 use std::f64::consts::TAU;
@@ -34,6 +37,7 @@ use galen_devices::pump::PumpAlarm;
 
 pub use condition::{Comparison, Condition, ConditionError, Quantity};
 pub use config::{Liquid, PlantConfig, PlantConfigError};
+pub use hand::HandAdditionError;
 
 use crate::rng::Rng;
 
@@ -143,6 +147,8 @@ pub struct Snapshot {
     pub vessel_liquid_g: f64,
     /// Liquid in the vessel, mL.
     pub vessel_liquid_ml: f64,
+    /// Solids added by hand, g.
+    pub vessel_solids_g: f64,
     /// Vessel and contents temperature, °C.
     pub vessel_temp_c: f64,
     /// What the heater's sensor reads, °C.
@@ -195,6 +201,8 @@ pub struct Plant {
     tube_ml: f64,
     /// mL per liquid, indexed like `liquids`.
     vessel_ml: Vec<f64>,
+    /// g per solid added by hand, by name.
+    solids_g: BTreeMap<String, f64>,
     vessel_c: f64,
     sensor_c: f64,
     heater_output_pct: f64,
@@ -205,19 +213,23 @@ pub struct Plant {
     extra_drift_g_per_min: f64,
     frozen: bool,
     sample: PanSample,
-    /// Liquid that left each reservoir, g, and that entered or left the vessel.
+    /// Liquid that left each reservoir, g, that entered or left the vessel, and solids added.
     ledger: Ledger,
 }
 
-/// Where the liquid has gone, in grams, for the conservation check.
+/// Where the mass has gone, in grams, for the conservation check: the pumps' liquid
+/// (`out_of_reservoirs_g = into_vessel_g + in_tube_g`) and what came by hand, so that the
+/// vessel's contents weigh `into_vessel_g + by_hand_g`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Ledger {
     /// Net grams out of the reservoirs (syringe and bottle).
     pub out_of_reservoirs_g: f64,
-    /// Net grams into the vessel.
+    /// Net grams of liquid into the vessel through the pumps.
     pub into_vessel_g: f64,
     /// Grams in the tube now.
     pub in_tube_g: f64,
+    /// Grams of solids added to the vessel by hand.
+    pub by_hand_g: f64,
 }
 
 impl Plant {
@@ -252,6 +264,7 @@ impl Plant {
             pulse_phase: 0.0,
             tube_ml: 0.0,
             vessel_ml,
+            solids_g: BTreeMap::new(),
             vessel_c: cfg.ambient_c,
             sensor_c: cfg.ambient_c,
             heater_output_pct: 0.0,
@@ -460,7 +473,7 @@ impl Plant {
             .zip(&self.liquids.props)
             .map(|(ml, l)| ml * l.density_g_ml * l.specific_heat_j_gk)
             .sum();
-        vessel + contents
+        vessel + contents + self.solids_heat_capacity_j_k()
     }
 
     /// Heating power now, W.
@@ -480,7 +493,7 @@ impl Plant {
     }
 
     fn gross_g(&self) -> f64 {
-        self.cfg.vessel.mass_g + self.vessel_liquid_g()
+        self.cfg.vessel.mass_g + self.vessel_liquid_g() + self.vessel_solids_g()
     }
 
     fn step_balance(&mut self, dt: f64) {
@@ -551,6 +564,7 @@ impl Plant {
             t_s: self.t_s,
             vessel_liquid_g: self.vessel_liquid_g(),
             vessel_liquid_ml: self.vessel_ml.iter().sum(),
+            vessel_solids_g: self.vessel_solids_g(),
             vessel_temp_c: self.vessel_c,
             sensor_c: self.sensor_c,
             balance_g: self.sample.grams,

@@ -260,3 +260,115 @@ fn the_same_seed_gives_the_same_trajectory() {
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
 }
+
+#[test]
+fn a_hand_addition_lands_on_the_pan_and_the_balance_settles_after_settle_s() {
+    let mut plant = Plant::new(quiet()).unwrap();
+    let settle_s = plant.config().balance.settle_s;
+    plant.set_pump_drive(PumpId::Syringe, drive(30.0, Some(1.0)));
+    plant.advance_to(10.0);
+    let before = plant.balance_sample();
+    assert!(before.settled, "at rest after the pour");
+    let t0 = plant.time_s();
+
+    plant.add_by_hand("azathioprine", 1.4).unwrap();
+    let landed = plant.balance_sample();
+    assert!(!landed.settled, "the pan moves the moment the powder lands");
+    assert_eq!(landed.grams, before.grams, "the new load is sensed from the next step");
+    plant.step(0.01);
+    assert!((plant.balance_sample().grams - (before.grams + 1.4)).abs() < 1e-9);
+    plant.advance_to(t0 + settle_s - 0.02);
+    assert!(!plant.balance_sample().settled);
+    plant.advance_to(t0 + settle_s + 0.02);
+    assert!(plant.balance_sample().settled);
+    let vessel = plant.config().vessel.mass_g;
+    // 60 g vessel + 0.997 g water + 1.4 g powder, shown to the 0.01 g readability.
+    let BalanceDisplay::Grams(shown) = plant.balance_display() else { panic!("overload") };
+    assert!((shown - 62.40).abs() < 1e-9, "{shown}");
+
+    plant.add_by_hand("azathioprine", 0.1).unwrap();
+    plant.add_by_hand("lactose", 0.25).unwrap();
+    let solids = plant.vessel_solids();
+    assert_eq!(solids.len(), 2);
+    assert!((solids["azathioprine"] - 1.5).abs() < 1e-12 && solids["lactose"] == 0.25);
+    assert!((plant.snapshot().vessel_solids_g - 1.75).abs() < 1e-12);
+    // Solids are not liquid: the liquid quantities and the pumps' ledger are untouched.
+    assert_eq!(plant.vessel_contents().keys().collect::<Vec<_>>(), ["water"]);
+    let l = plant.ledger();
+    assert!((l.by_hand_g - 1.75).abs() < 1e-12);
+    assert!((plant.vessel_liquid_g() - l.into_vessel_g).abs() < 1e-12);
+    plant.step(0.01);
+    let contents = plant.vessel_liquid_g() + plant.vessel_solids_g();
+    assert!((contents - (l.into_vessel_g + l.by_hand_g)).abs() < 1e-12);
+    assert!((plant.balance_sample().grams - vessel - contents).abs() < 1e-9);
+}
+
+#[test]
+fn a_powder_arrives_at_ambient_and_mixes_into_the_thermal_mass() {
+    let cfg = quiet();
+    let c_vessel = cfg.vessel.mass_g * cfg.vessel.specific_heat_j_gk;
+    let ambient = cfg.ambient_c;
+    let mut plant = Plant::new(cfg).unwrap();
+    plant.set_heater_output(100.0);
+    plant.advance_to(120.0);
+    plant.set_heater_output(0.0);
+    let hot = plant.vessel_c();
+    assert!(hot > ambient + 10.0, "{hot}");
+    plant.add_by_hand("azathioprine", 10.0).unwrap();
+    let c_powder = 10.0 * hand::SOLID_SPECIFIC_HEAT_J_GK;
+    let mixed = (c_vessel * hot + c_powder * ambient) / (c_vessel + c_powder);
+    assert!((plant.vessel_c() - mixed).abs() < 1e-9, "{} vs {mixed}", plant.vessel_c());
+}
+
+#[test]
+fn hand_additions_that_make_no_sense_are_refused_and_change_nothing() {
+    let mut cfg = quiet();
+    cfg.liquids.insert("syrup".into(), Liquid { density_g_ml: 1.3, specific_heat_j_gk: 3.0 });
+    let mut plant = Plant::new(cfg).unwrap();
+    plant.advance_to(1.0);
+    let before = (plant.snapshot(), plant.ledger(), plant.balance_sample());
+    let long = "x".repeat(65);
+    let cases: [(&str, f64); 10] = [
+        ("", 1.0),
+        ("aza thioprine", 1.0),
+        (&long, 1.0),
+        ("water", 1.0),
+        ("syrup", 1.0),
+        ("azathioprine", f64::NAN),
+        ("azathioprine", f64::INFINITY),
+        ("azathioprine", 0.0),
+        ("azathioprine", -1.4),
+        ("azathioprine", 220.5),
+    ];
+    let got: Vec<String> = cases
+        .iter()
+        .map(|(material, grams)| match plant.add_by_hand(material, *grams) {
+            Ok(()) => format!("{material} {grams}: added"),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "material ``: use 1 to 64 letters, digits, '-' or '_'",
+            "material `aza thioprine`: use 1 to 64 letters, digits, '-' or '_'",
+            &format!("material `{long}`: use 1 to 64 letters, digits, '-' or '_'"),
+            "`water` is a liquid: liquids arrive through the pumps, not by hand",
+            "`syrup` is a liquid: liquids arrive through the pumps, not by hand",
+            "NaN g of azathioprine: not a number of grams",
+            "inf g of azathioprine: not a number of grams",
+            "0 g of azathioprine: must be more than 0 g",
+            "-1.4 g of azathioprine: must be more than 0 g",
+            "220.5 g of azathioprine: more than the balance's capacity of 220 g",
+        ]
+    );
+    assert_eq!((plant.snapshot(), plant.ledger(), plant.balance_sample()), before);
+    assert!(plant.vessel_solids().is_empty());
+    assert!(plant.vessel_solids_g() == 0.0 && plant.vessel_solids_g().is_sign_positive());
+    // The same rule, before there is a plant: what scenarios and the rig check in advance.
+    assert_eq!(
+        plant.config().check_hand_addition("azathioprine", -1.0),
+        Err(HandAdditionError::NotPositive { material: "azathioprine".into(), grams: -1.0 })
+    );
+    assert_eq!(plant.config().check_hand_addition("azathioprine", 220.0), Ok(()));
+}

@@ -9,7 +9,7 @@
 //!
 //! [rig]                       # all optional
 //! balance = "mt-sics"         # mt-sics | sbi
-//! speed = 1.0                 # plant seconds per real second
+//! speed = 1.0                 # plant seconds per real second, 1–100
 //! timeout_ms = 300            # per-request timeout written into the unit file
 //!
 //! [plant]                     # optional overrides, see crate::plant::config
@@ -61,6 +61,7 @@
 //! | `heater-off`, `temperature`, `heater-status` | device | `disable` / `process_value` / `status` |
 //! | `wait` | `seconds` (plant time) | — |
 //! | `wait-until` | `condition`, `timeout_s` (plant time) | — (fails on timeout) |
+//! | `add-by-hand` | `material`, `grams` | — (the pharmacist weighs a solid into the vessel) |
 //! | `inject` | as a `[[fault]]` without its trigger | — |
 //!
 //! ## Faults (`inject = ...`)
@@ -69,10 +70,12 @@
 //! and counts, nothing moves), `stall-alarm` (it notices and raises its alarm), `unstall`
 //! (device `syringe` or `peristaltic`); `drift` (`value` g/min), `freeze`, `thaw` (balance);
 //! `stuck-on`, `unstick`, `sensor-break`, `sensor-mend` (heater); `ambient` (`value` °C, no
-//! device).
+//! device). By hand: `add-by-hand` (`material`, `grams`, no device), the `add-by-hand` step
+//! on a trigger.
 //!
 //! ## Expectations (`[expect]`, all optional)
 //! `vessel_mass_g = { value, tolerance }` (liquid in the vessel, true plant value),
+//! `vessel_solids_g = { value, tolerance }` (solids added by hand),
 //! `vessel_temp_c = { min, max }`, `peak_temp_c = { min, max }` (highest seen while running),
 //! `pump_alarms = { syringe = ["stalled"] }` (alarms the drivers reported).
 //!
@@ -93,6 +96,8 @@ use std::time::Duration;
 
 use galen_devices::emulator::Fault;
 use serde::Deserialize;
+
+use galen_devices::config::Simulation;
 
 use crate::plant::{Condition, PlantConfig, PlantFault, PumpId, Snapshot};
 use crate::rig::{BalanceDialect, DEVICES, Injection, RigConfig, Trigger};
@@ -171,6 +176,8 @@ struct RawInjection {
     inject: String,
     value: Option<f64>,
     text: Option<String>,
+    material: Option<String>,
+    grams: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +256,10 @@ enum RawStep {
     WaitUntil {
         condition: String,
         timeout_s: f64,
+    },
+    AddByHand {
+        material: String,
+        grams: f64,
     },
     Inject {
         #[serde(flatten)]
@@ -401,6 +412,8 @@ pub struct Scenario {
 pub struct Expectations {
     /// Liquid in the vessel, g.
     pub vessel_mass_g: Option<Tolerance>,
+    /// Solids added by hand, g.
+    pub vessel_solids_g: Option<Tolerance>,
     /// Vessel temperature at the end, °C.
     pub vessel_temp_c: Option<Band>,
     /// Highest vessel temperature seen, °C.
@@ -436,12 +449,17 @@ impl Expectations {
     /// Checks the end state (pure).
     pub fn check(&self, o: &Observed) -> Vec<Verdict> {
         let mut out = Vec::new();
-        if let Some(t) = self.vessel_mass_g {
-            out.push(Verdict {
-                what: format!("vessel mass {} ± {} g", t.value, t.tolerance),
-                passed: (o.end.vessel_liquid_g - t.value).abs() <= t.tolerance,
-                seen: format!("{:.3} g", o.end.vessel_liquid_g),
-            });
+        for (label, tolerance, seen) in [
+            ("vessel mass", self.vessel_mass_g, o.end.vessel_liquid_g),
+            ("solids added by hand", self.vessel_solids_g, o.end.vessel_solids_g),
+        ] {
+            if let Some(t) = tolerance {
+                out.push(Verdict {
+                    what: format!("{label} {} ± {} g", t.value, t.tolerance),
+                    passed: (seen - t.value).abs() <= t.tolerance,
+                    seen: format!("{seen:.3} g"),
+                });
+            }
         }
         for (label, band, seen) in [
             ("vessel temperature", self.vessel_temp_c, o.end.vessel_temp_c),
@@ -497,8 +515,8 @@ impl Scenario {
         raw.plant.validate().map_err(|e| invalid(format!("plant.{}", e.field), e.message))?;
         let defaults = RigConfig::default();
         let speed = raw.rig.speed.unwrap_or(defaults.speed);
-        if !(speed.is_finite() && (0.1..=100.0).contains(&speed)) {
-            return Err(invalid("rig.speed".into(), "must be between 0.1 and 100".into()));
+        if Simulation::new(speed).is_err() {
+            return Err(invalid("rig.speed".into(), "must be between 1 and 100".into()));
         }
         let timeout = raw.rig.timeout_ms.map_or(defaults.timeout, Duration::from_millis);
         let rig =
@@ -518,7 +536,8 @@ impl Scenario {
                     ));
                 }
             };
-            let injection = injection(&f.what).map_err(|m| invalid(format!("fault[{i}]"), m))?;
+            let injection =
+                injection(&f.what, &rig.plant).map_err(|m| invalid(format!("fault[{i}]"), m))?;
             faults.push(ScheduledFault { trigger, injection });
         }
 
@@ -587,8 +606,23 @@ impl Scenario {
                     }
                     Step::WaitUntil(c, timeout_s)
                 }
+                RawStep::AddByHand { material, grams } => {
+                    let what = RawInjection {
+                        inject: "add-by-hand".into(),
+                        material: Some(material),
+                        grams: Some(grams),
+                        device: None,
+                        value: None,
+                        text: None,
+                    };
+                    let injection = injection(&what, &rig.plant)
+                        .map_err(|m| invalid(format!("step[{i}]"), m))?;
+                    Step::Inject(injection)
+                }
                 RawStep::Inject { what } => {
-                    Step::Inject(injection(&what).map_err(|m| invalid(format!("step[{i}]"), m))?)
+                    let injection = injection(&what, &rig.plant)
+                        .map_err(|m| invalid(format!("step[{i}]"), m))?;
+                    Step::Inject(injection)
                 }
             };
             steps.push(step);
@@ -686,7 +720,21 @@ pub fn link_name(e: &galen_devices::LinkError) -> &'static str {
     }
 }
 
-fn injection(raw: &RawInjection) -> Result<Injection, String> {
+fn injection(raw: &RawInjection, plant: &PlantConfig) -> Result<Injection, String> {
+    let by_hand = raw.inject == "add-by-hand";
+    if !by_hand && (raw.material.is_some() || raw.grams.is_some()) {
+        return Err("`material` and `grams` belong to `add-by-hand`".into());
+    }
+    if by_hand {
+        if raw.device.is_some() || raw.value.is_some() || raw.text.is_some() {
+            return Err("`add-by-hand` takes `material` and `grams` only".into());
+        }
+        let (Some(material), Some(grams)) = (raw.material.clone(), raw.grams) else {
+            return Err("`add-by-hand` needs `material` and `grams`".into());
+        };
+        plant.check_hand_addition(&material, grams).map_err(|e| e.to_string())?;
+        return Ok(Injection::HandAddition { material, grams });
+    }
     let device = || -> Result<String, String> {
         let d = raw.device.clone().ok_or_else(|| format!("`{}` needs a `device`", raw.inject))?;
         if DEVICES.contains(&d.as_str()) { Ok(d) } else { Err(format!("no device `{d}`")) }
@@ -779,6 +827,14 @@ mod tests {
                 check("name = 'x'\n[[fault]]\nwhen = 'mass > 1'\ndevice = 'balance'\ninject = 'unplug'"),
                 check("name = 'x'\n[[fault]]\nat_s = 1\ndevice = 'balance'\ninject = 'stuck-on'"),
                 check("name = 'x'\n[plant.balance]\ncapacity_g = -1"),
+                check("name = 'x'\n[rig]\nspeed = 0.5"),
+                check("name = 'x'\n[[step]]\ndo = 'add-by-hand'\nmaterial = 'azathioprine'\ngrams = 1.4\n[[fault]]\nwhen = 'vessel_solids_g > 1'\ninject = 'add-by-hand'\nmaterial = 'lactose'\ngrams = 0.5"),
+                check("name = 'x'\n[[step]]\ndo = 'add-by-hand'\nmaterial = 'water'\ngrams = 1.4"),
+                check("name = 'x'\n[[step]]\ndo = 'add-by-hand'\nmaterial = 'azathioprine'\ngrams = -1.4"),
+                check("name = 'x'\n[[step]]\ndo = 'add-by-hand'\nmaterial = 'azathioprine'"),
+                check("name = 'x'\n[[fault]]\nat_s = 1\ninject = 'add-by-hand'\ndevice = 'balance'\nmaterial = 'lactose'\ngrams = 0.5"),
+                check("name = 'x'\n[[fault]]\nat_s = 1\ninject = 'add-by-hand'\ngrams = 0.5"),
+                check("name = 'x'\n[[fault]]\nat_s = 1\ninject = 'freeze'\ndevice = 'balance'\ngrams = 0.5"),
             ]
             .join("\n")
         );
