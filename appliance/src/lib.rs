@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod export;
+pub mod label;
 pub mod records;
 pub mod supervisor;
 pub mod tpm;
