@@ -8,6 +8,7 @@
 pub mod dbus;
 pub mod engine;
 pub mod export;
+pub mod label;
 pub mod records;
 pub mod service;
 pub mod supervisor;

@@ -12,6 +12,13 @@
 //! A table row needs at least one condition in `when` (no catch-all), and may set
 //! `accept_possible = true` to act on a "Possible …" phenotype without QA.
 //!
+//! An optional `[label]` table holds what the product label says that only the manufacturer
+//! decides: `beyond_use_days` (whole days from preparation, 1–365), `storage` (the storage
+//! condition, 1–120 characters) and `auxiliary` (up to 3 warnings of 1–48 characters each).
+//! Label text is limited to printable Windows-1252 characters (`model::windows_1252`), so
+//! `2–8 °C` is fine and `≥` is not. A recipe without `[label]` still parses (revisions written
+//! before labels existed), but its batches cannot be released; [`warnings`] says so.
+//!
 //! Every error names the file, line and column and the rule broken, e.g.
 //! `aza.toml:12:13: error[unit-range]: target_c: 151 °C is outside -40–150 °C`. The whole file
 //! is checked and all errors are reported together, in file order.
@@ -24,10 +31,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::{
-    Bounds, DispenseTarget, DoseBasis, DoseRule, Entry, Equipment, Form, GeneInput, Ident, Match,
-    MatchBy, Material, Operation, OutOfBounds, Outcome, Personalisation, Phase, PhaseKind,
-    Procedure, Product, PumpKind, Recipe, ResumePolicy, Row, ScanTarget, UnitProcedure, Version,
-    canonical_diplotype,
+    Bounds, DispenseTarget, DoseBasis, DoseRule, Entry, Equipment, Form, GeneInput, Ident,
+    LabelSpec, Match, MatchBy, Material, Operation, OutOfBounds, Outcome, Personalisation, Phase,
+    PhaseKind, Procedure, Product, PumpKind, Recipe, ResumePolicy, Row, ScanTarget, UnitProcedure,
+    Version, canonical_diplotype, windows_1252,
 };
 use crate::pgx::{Gene, Phenotype};
 use crate::quantity::{
@@ -77,6 +84,50 @@ impl fmt::Display for Diagnostics {
         }
         Ok(())
     }
+}
+
+/// Something that does not make a recipe invalid but that its author must know, e.g.
+/// `aza.toml:1:1: warning[label-missing]: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// File name as given by the caller.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// Short name of the rule.
+    pub rule: &'static str,
+    /// What the author should know.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: warning[{}]: {}",
+            self.file, self.line, self.column, self.rule, self.message
+        )
+    }
+}
+
+/// What `recipe lint` warns about in a valid recipe. A warning never stops publishing: older
+/// revisions must stay publishable and installable as they were signed.
+pub fn warnings(file: &str, recipe: &Recipe) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if recipe.label.is_none() {
+        out.push(Warning {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            rule: "label-missing",
+            message: "no [label] table: batches of this recipe cannot be released, because the \
+                      label needs beyond_use_days and storage"
+                .to_owned(),
+        });
+    }
+    out
 }
 
 /// Parses and validates a recipe file. `file` is only used in messages.
@@ -164,6 +215,15 @@ struct RawFile {
     personalisation: Option<S<RawPersonalisation>>,
     #[serde(default)]
     unit_procedure: Vec<RawUnitProcedure>,
+    label: Option<S<RawLabel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabel {
+    beyond_use_days: S<Num>,
+    storage: S<String>,
+    auxiliary: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -477,6 +537,9 @@ impl Cx<'_> {
         let personalisation =
             raw.personalisation.as_ref().and_then(|p| self.personalisation(p, &materials));
 
+        // Checked before `procedure?` below can return early, so its errors are always reported.
+        let label = raw.label.as_ref().map(|l| self.label(l.get_ref()));
+
         let known = Known { materials: &materials, personalisation: personalisation.as_ref() };
         let procedure = self.procedure(&raw.unit_procedure, &known);
         let procedure_ok = procedure.is_some();
@@ -495,7 +558,96 @@ impl Cx<'_> {
             equipment,
             procedure,
             personalisation,
+            label: match label {
+                Some(l) => Some(l?),
+                None => None,
+            },
         })
+    }
+
+    /// `None` when any part is wrong; every wrong part has been reported.
+    fn label(&mut self, l: &RawLabel) -> Option<LabelSpec> {
+        let days = &l.beyond_use_days;
+        let max = LabelSpec::MAX_BEYOND_USE_DAYS;
+        let micros = days.get_ref().0.micros();
+        let beyond_use_days = match u16::try_from(micros / 1_000_000) {
+            Ok(n) if micros % 1_000_000 == 0 && (1..=max).contains(&n) => Some(n),
+            _ => {
+                self.err(
+                    days.span(),
+                    "label-days",
+                    format!(
+                        "beyond_use_days must be a whole number of days, 1–{max}, not {}",
+                        days.get_ref().0
+                    ),
+                );
+                None
+            }
+        };
+        let storage = self.label_text(&l.storage, "storage", LabelSpec::MAX_STORAGE_CHARS);
+        let mut auxiliary: Vec<String> = Vec::new();
+        let mut ok = true;
+        if let Some(list) = &l.auxiliary {
+            if list.get_ref().len() > LabelSpec::MAX_AUXILIARY {
+                self.err(
+                    list.span(),
+                    "label-auxiliary",
+                    format!(
+                        "{} auxiliary warnings; the label has room for {}",
+                        list.get_ref().len(),
+                        LabelSpec::MAX_AUXILIARY
+                    ),
+                );
+                ok = false;
+            }
+            for w in list.get_ref() {
+                match self.label_text(w, "auxiliary warning", LabelSpec::MAX_AUXILIARY_CHARS) {
+                    Some(t) if auxiliary.contains(&t) => {
+                        self.err(
+                            w.span(),
+                            "label-auxiliary",
+                            format!("auxiliary warning `{t}` is listed twice"),
+                        );
+                        ok = false;
+                    }
+                    Some(t) => auxiliary.push(t),
+                    None => ok = false,
+                }
+            }
+        }
+        let spec = LabelSpec { beyond_use_days: beyond_use_days?, storage: storage?, auxiliary };
+        ok.then_some(spec)
+    }
+
+    /// Text printed on the label: trimmed, 1–`max` characters, each one printable there.
+    fn label_text(&mut self, s: &S<String>, what: &str, max: usize) -> Option<String> {
+        let t = s.get_ref().trim();
+        let n = t.chars().count();
+        if n == 0 || n > max {
+            self.err(
+                s.span(),
+                "label-text",
+                format!("{what} is {n} characters; it must be 1–{max} to fit the label"),
+            );
+            return None;
+        }
+        if let Some(c) = t.chars().find(|c| windows_1252(*c).is_none()) {
+            let shown = if c.is_control() {
+                format!("a control character (U+{:04X})", u32::from(c))
+            } else {
+                format!("`{c}` (U+{:04X})", u32::from(c))
+            };
+            self.err(
+                s.span(),
+                "label-charset",
+                format!(
+                    "{what}: {shown} cannot be printed on a label; use Windows-1252 characters \
+                     (what the standard PDF fonts and label printers share), on one line"
+                ),
+            );
+            return None;
+        }
+        Some(t.to_owned())
     }
 
     fn materials(&mut self, raw: &[RawMaterial]) -> Vec<Material> {

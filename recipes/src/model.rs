@@ -101,6 +101,9 @@ pub struct Recipe {
     pub procedure: Procedure,
     /// How patient data becomes process parameters, if the recipe is personalised.
     pub personalisation: Option<Personalisation>,
+    /// What the product label says. Revisions written before labels existed have none, and a
+    /// batch of such a recipe cannot be released (`authoring::warnings` says so at lint time).
+    pub label: Option<LabelSpec>,
 }
 
 impl Recipe {
@@ -510,9 +513,108 @@ pub enum Outcome {
     },
 }
 
+/// What the product label says that only the manufacturer can decide; the appliance adds the
+/// patient, the batch and the dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabelSpec {
+    /// Days from the day of preparation to the beyond-use date (USP <795>: the preparation
+    /// must not be used after it).
+    pub beyond_use_days: u16,
+    /// The storage condition, printed as written.
+    pub storage: String,
+    /// Auxiliary warnings, one per line on the label.
+    pub auxiliary: Vec<String>,
+}
+
+impl LabelSpec {
+    /// Longest beyond-use period: USP <795> allows at most 180 days even with a stability
+    /// study, and a year bounds any typo.
+    pub const MAX_BEYOND_USE_DAYS: u16 = 365;
+    /// Longest storage text, in characters: two lines of the 4 × 2 inch label.
+    pub const MAX_STORAGE_CHARS: usize = 120;
+    /// Most auxiliary warnings the label has room for.
+    pub const MAX_AUXILIARY: usize = 3;
+    /// Longest auxiliary warning, in characters: one line of the label.
+    pub const MAX_AUXILIARY_CHARS: usize = 48;
+}
+
+/// The Windows-1252 code of a character that label text may hold, or `None`.
+///
+/// Label text is limited to the printable Windows-1252 characters because the PDF label uses
+/// the standard fonts (nothing embedded, WinAnsi encoding) and label printers' resident fonts
+/// cover that set; anything else would print as a box or a question mark on a patient's
+/// bottle. Control characters are refused too: the label lays out its own lines.
+pub fn windows_1252(c: char) -> Option<u8> {
+    let code = match c {
+        ' '..='~' | '\u{a0}'..='\u{ac}' | '\u{ae}'..='\u{ff}' => {
+            return u8::try_from(u32::from(c)).ok();
+        }
+        '€' => 0x80,
+        '‚' => 0x82,
+        'ƒ' => 0x83,
+        '„' => 0x84,
+        '…' => 0x85,
+        '†' => 0x86,
+        '‡' => 0x87,
+        'ˆ' => 0x88,
+        '‰' => 0x89,
+        'Š' => 0x8a,
+        '‹' => 0x8b,
+        'Œ' => 0x8c,
+        'Ž' => 0x8e,
+        '‘' => 0x91,
+        '’' => 0x92,
+        '“' => 0x93,
+        '”' => 0x94,
+        '•' => 0x95,
+        '–' => 0x96,
+        '—' => 0x97,
+        '˜' => 0x98,
+        '™' => 0x99,
+        'š' => 0x9a,
+        '›' => 0x9b,
+        'œ' => 0x9c,
+        'ž' => 0x9e,
+        'Ÿ' => 0x9f,
+        _ => return None,
+    };
+    Some(code)
+}
+
 /// A diplotype with its alleles in a canonical order, so `*3A/*1` matches `*1/*3A`.
 pub fn canonical_diplotype(text: &str) -> String {
     let mut alleles: Vec<&str> = text.split('/').map(str::trim).collect();
     alleles.sort_unstable();
     alleles.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_1252_matches_the_code_page_and_refuses_the_rest() {
+        // Spot checks against the published code page (0x96 en dash, 0xB0 degree sign).
+        assert_eq!(windows_1252('A'), Some(b'A'));
+        assert_eq!(windows_1252('–'), Some(0x96));
+        assert_eq!(windows_1252('°'), Some(0xb0));
+        assert_eq!(windows_1252('µ'), Some(0xb5));
+        assert_eq!(windows_1252('€'), Some(0x80));
+        assert_eq!(windows_1252('ÿ'), Some(0xff));
+        for refused in ['\n', '\t', '\u{7f}', '\u{85}', '\u{ad}', '≥', '−', 'ễ', '⚠'] {
+            assert_eq!(windows_1252(refused), None, "{refused:?}");
+        }
+        // Every code maps back from exactly one character.
+        let mut seen = std::collections::BTreeMap::new();
+        for c in (0..=0x2200).filter_map(char::from_u32) {
+            if let Some(b) = windows_1252(c) {
+                assert!(seen.insert(b, c).is_none(), "{b:#x} twice");
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            95 + 27 + 95,
+            "printable ASCII, 27 of 0x80–0x9F, 0xA0–0xFF less SHY"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The `recipe` binary end to end: new → lint → keys → publish → verify → rotate-root, and
-//! lint's exit status and file:line:column output on a broken recipe.
+//! lint's exit status and file:line:column output on a broken recipe, and its warning for a
+//! recipe without a label.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -100,4 +101,27 @@ fn lint_reports_file_line_column_and_fails() {
     );
     let out = recipe(d, &["new", "Bad Id"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn lint_warns_that_a_recipe_without_a_label_cannot_be_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["new", "no-label", "--out", "no-label.toml"]);
+    let text = std::fs::read_to_string(d.join("no-label.toml")).unwrap();
+    let clean = ok(d, &["lint", "no-label.toml"]);
+    assert!(!clean.contains("warning"), "the skeleton has a [label]: {clean}");
+
+    let start = text.find("\n[label]\n").expect("the skeleton has a [label] table");
+    std::fs::write(d.join("no-label.toml"), &text[..start]).unwrap();
+    // A warning, not an error: revisions signed before labels existed must still lint.
+    let out = ok(d, &["lint", "no-label.toml"]);
+    assert!(out.contains("no-label.toml: ok — no-label revision 1, 5 phases"), "{out}");
+    assert!(
+        out.contains(
+            "no-label.toml:1:1: warning[label-missing]: no [label] table: batches of this recipe \
+             cannot be released"
+        ),
+        "{out}"
+    );
 }

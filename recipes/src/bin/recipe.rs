@@ -39,7 +39,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Check recipe files; errors are printed as file:line:column: error[rule]: message.
+    /// Check recipe files; errors are printed as file:line:column: error[rule]: message, and
+    /// warnings (which do not fail the check) as file:line:column: warning[rule]: message.
     Lint {
         /// Recipe files.
         #[arg(required = true)]
@@ -184,15 +185,20 @@ fn lint(files: &[PathBuf]) -> Result<()> {
     let mut failed = 0;
     for path in files {
         let text = read_bounded(path)?;
-        match authoring::parse(&path.display().to_string(), &text) {
-            Ok(r) => println!(
-                "{}: ok — {} revision {}, {} phases{}",
-                path.display(),
-                r.id,
-                r.revision,
-                r.phases().count(),
-                if r.personalisation.is_some() { ", personalised" } else { "" }
-            ),
+        let name = path.display().to_string();
+        match authoring::parse(&name, &text) {
+            Ok(r) => {
+                println!(
+                    "{name}: ok — {} revision {}, {} phases{}",
+                    r.id,
+                    r.revision,
+                    r.phases().count(),
+                    if r.personalisation.is_some() { ", personalised" } else { "" }
+                );
+                for w in authoring::warnings(&name, &r) {
+                    println!("{w}");
+                }
+            }
             Err(e) => {
                 failed += 1;
                 println!("{e}");
@@ -437,4 +443,11 @@ kind = "mix"
 speed_rpm = 500
 duration_s = 300
 resume = "resume"
+
+# What the label says besides the patient, batch and dates. USP <795> (2023) without a
+# stability study: aqueous, not preserved, 14 days refrigerated; preserved, 35 days.
+[label]
+beyond_use_days = 14
+storage = "Store refrigerated at 2–8 °C."
+auxiliary = ["For oral use only"]
 "#;
