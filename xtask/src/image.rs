@@ -3,7 +3,8 @@
 //!
 //! Inputs: the Debian packages in `image/packages` (from the host's apt sources), the static
 //! files in `image/rootfs/` (copied over the root as they are) and `image/esp/` (the boot
-//! loader's configuration), and the release binaries of `galen-appliance`. Output, in
+//! loader's configuration), the release binaries of `galen-appliance`, and the manufacturer's
+//! TUF root (`--trusted-root`, else a development root made once). Output, in
 //! `<cargo target dir>/galen-image/`:
 //!
 //! ```text
@@ -11,6 +12,7 @@
 //!                 root-b (empty, for the next update), data (ext4, mounted at /var)
 //! vmlinuz, initrd.img, cmdline    slot A's kernel, initramfs and command line
 //! base-<key>.tar  the Debian root file system as mmdebstrap made it (cache)
+//! dev-manufacturer/  the development TUF keys and root.json, when no root was given
 //! boot-test/      the last boot test's logs, console output, stick and TPM state
 //! ```
 //!
@@ -35,7 +37,7 @@ use crate::{cargo, process, setup};
 /// The Debian release the image is built from (the host's release: its sources serve it).
 const RELEASE: &str = "bookworm";
 
-pub(crate) fn run(boot_test: bool) -> Result<()> {
+pub(crate) fn run(boot_test: bool, trusted_root: Option<&Path>) -> Result<()> {
     setup::run(setup::Mode::Install)?;
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -44,7 +46,7 @@ pub(crate) fn run(boot_test: bool) -> Result<()> {
         );
     }
     let started = Instant::now();
-    let built = build::build(boot_test)?;
+    let built = build::build(boot_test, trusted_root)?;
     println!("image: ready in {:.0} s: {}", started.elapsed().as_secs_f64(), built.disk.display());
     if boot_test {
         boot_test::run(&built)?;

@@ -64,6 +64,11 @@ enum Cmd {
         /// READY next to the time to a login prompt with our services masked.
         #[arg(long)]
         boot_test: bool,
+        /// The manufacturer's TUF root.json the image trusts for recipes. Without it, a
+        /// development root is made once (keys in <target>/galen-image/dev-manufacturer/) and
+        /// the image says so: never ship that one.
+        #[arg(long, value_name = "ROOT_JSON")]
+        trusted_root: Option<PathBuf>,
     },
 }
 
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
         Cmd::Test { cargo_args } => test(&cargo_args),
         Cmd::Demo => demo::run(),
         Cmd::Bench => bench::run(),
-        Cmd::Image { boot_test } => image::run(boot_test),
+        Cmd::Image { boot_test, trusted_root } => image::run(boot_test, trusted_root.as_deref()),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

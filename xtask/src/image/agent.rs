@@ -71,10 +71,10 @@ impl Agent {
         std::thread::spawn(move || {
             for line in reader.lines() {
                 let Ok(line) = line else { return };
-                if let Some(message) = parse_line(&line) {
-                    if tx.send(message).is_err() {
-                        return;
-                    }
+                if let Some(message) = parse_line(&line)
+                    && tx.send(message).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -145,6 +145,7 @@ impl Agent {
                 Ok(message) => return Ok(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
+                    process::bail_if_interrupted()?;
                     bail!(
                         "the guest agent's channel closed (QEMU exited?) while waiting for {what}"
                     )

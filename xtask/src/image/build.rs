@@ -19,6 +19,8 @@ use super::{RELEASE, Step, sha256_hex, sources, target_dir, tree_listing};
 use crate::{cargo, process, workspace_root};
 
 const MIB: u64 = 1024 * 1024;
+/// The copy buffer: one MiB, so zero-skipping works on whole MiB blocks.
+const BLOCK: usize = 1024 * 1024;
 const ESP_MIB: u64 = 256;
 const ROOT_MIB: u64 = 1536;
 const DATA_MIB: u64 = 512;
@@ -54,18 +56,24 @@ struct Part {
     image: Option<PathBuf>,
 }
 
-pub(crate) fn build(with_hil: bool) -> Result<Built> {
+pub(crate) fn build(with_hil: bool, trusted_root: Option<&Path>) -> Result<Built> {
     let root = workspace_root();
     let target = target_dir()?;
     let out = target.join("galen-image");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let (binaries, hil) = release_binaries(&target, with_hil)?;
+    let (binaries, hil) = release_binaries(&target, with_hil, trusted_root.is_none())?;
+    let trusted_root = match trusted_root {
+        Some(path) => path.to_path_buf(),
+        None => development_root(&target, &out)?,
+    };
+    let root_json = std::fs::read(&trusted_root)
+        .with_context(|| format!("reading the trusted TUF root {}", trusted_root.display()))?;
     let packages = read_packages(&root.join("image/packages"))?;
     let sources = sources::to_deb822(&sources::host_sources(RELEASE)?);
     let base = base_rootfs(&out, &packages, &sources)?;
 
-    let mut inputs = format!("base {}\n", base.display());
+    let mut inputs = format!("base {}\nroot.json {}\n", base.display(), sha256_hex(&root_json)?);
     for bin in &binaries {
         inputs.push_str(&format!("{} {}\n", bin.display(), sha256_hex(&std::fs::read(bin)?)?));
     }
@@ -88,7 +96,7 @@ pub(crate) fn build(with_hil: bool) -> Result<Built> {
         println!("image: disk.img is up to date (same base, binaries and image/ files)");
     } else {
         let _ = std::fs::remove_file(&key_file);
-        assemble(&root, &out, &base, &binaries)?;
+        assemble(&root, &out, &base, &binaries, &trusted_root)?;
         std::fs::write(&key_file, format!("{key}\n"))?;
     }
     let cmdline = std::fs::read_to_string(&cmdline_file)?.trim().to_owned();
@@ -96,13 +104,21 @@ pub(crate) fn build(with_hil: bool) -> Result<Built> {
 }
 
 /// Builds the release binaries and returns the appliance's (to install) and `hil`'s.
-fn release_binaries(target: &Path, with_hil: bool) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+fn release_binaries(
+    target: &Path,
+    with_hil: bool,
+    with_recipe: bool,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     let step = Step::new("cargo build --release (the appliance's binaries)");
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--quiet", "-p", "galen-appliance", "--bins"]);
+    cmd.args(["build", "--release", "--quiet", "--bins", "-p", "galen-appliance"]);
     if with_hil {
         // The boot test's simulated unit runs on the host, next to QEMU.
-        cmd.args(["-p", "galen-hil", "--bins"]);
+        cmd.args(["-p", "galen-hil"]);
+    }
+    if with_recipe {
+        // `recipe keys` makes the development TUF root.
+        cmd.args(["-p", "galen-recipes"]);
     }
     process::run(&mut cmd)?;
     step.done();
@@ -113,6 +129,26 @@ fn release_binaries(target: &Path, with_hil: bool) -> Result<(Vec<PathBuf>, Opti
         bail!("cargo built no {}", release.join("applianced").display());
     }
     Ok((binaries, with_hil.then(|| release.join("hil"))))
+}
+
+/// A development manufacturer (TUF keys and a signed root.json), made once and kept, so
+/// every image built here trusts the same root and recipes signed with these keys install.
+fn development_root(target: &Path, out: &Path) -> Result<PathBuf> {
+    let dir = out.join("dev-manufacturer");
+    let root_json = dir.join("root.json");
+    if !root_json.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        process::run(Command::new(target.join("release/recipe")).args(["keys", "--out"]).arg(&dir))
+            .context("making the development TUF root")?;
+    }
+    println!(
+        "image: trusting the DEVELOPMENT recipe root {} (pass --trusted-root with the \
+         manufacturer's root.json for an image that leaves this machine)",
+        root_json.display()
+    );
+    Ok(root_json)
 }
 
 /// The package names in `image/packages` (comments and blank lines skipped).
@@ -184,7 +220,13 @@ fn base_rootfs(out: &Path, packages: &[String], sources: &str) -> Result<PathBuf
 }
 
 /// Unpacks the base, adds our files, and writes every partition and the disk.
-fn assemble(root: &Path, out: &Path, base: &Path, binaries: &[PathBuf]) -> Result<()> {
+fn assemble(
+    root: &Path,
+    out: &Path,
+    base: &Path,
+    binaries: &[PathBuf],
+    trusted_root: &Path,
+) -> Result<()> {
     let step = Step::new("assemble the root file system and the partitions");
     let staging = out.join("staging");
     let var = out.join("staging-var");
@@ -212,6 +254,13 @@ fn assemble(root: &Path, out: &Path, base: &Path, binaries: &[PathBuf]) -> Resul
         let dest = staging.join("usr/bin").join(bin.file_name().context("binary name")?);
         process::run(Command::new("install").args(["-m", "0755"]).arg(bin).arg(&dest))?;
     }
+    // Only recipes signed under this root install; it lives on the read-only root on purpose.
+    process::run(
+        Command::new("install")
+            .args(["-D", "-m", "0644"])
+            .arg(trusted_root)
+            .arg(staging.join("usr/share/galen/root.json")),
+    )?;
     let rootflag = format!("--root={}", staging.display());
     // /etc is read-only on the unit, so users and unit links are made now, not at first boot.
     process::run(Command::new("systemd-sysusers").arg(&rootflag))?;
@@ -360,13 +409,24 @@ fn sfdisk_script(parts: &[Part]) -> String {
     script
 }
 
-/// A sparse raw disk: the partition table by sfdisk, each file system copied to its offset
-/// (all-zero blocks skipped, so holes stay holes).
+/// A sparse raw disk: the partition table by sfdisk, then each file system copied to its
+/// offset (all-zero blocks skipped, so holes stay holes).
 fn write_disk(disk: &Path, parts: &[Part]) -> Result<()> {
     let _ = std::fs::remove_file(disk);
     let total_mib = 1 + parts.iter().map(|p| p.mib).sum::<u64>() + 1;
-    let file = File::create(disk).with_context(|| format!("creating {}", disk.display()))?;
-    file.set_len(total_mib * MIB)?;
+    File::create(disk)
+        .and_then(|f| f.set_len(total_mib * MIB))
+        .with_context(|| format!("creating {}", disk.display()))?;
+    let script = disk.with_extension("sfdisk");
+    std::fs::write(&script, sfdisk_script(parts))?;
+    process::run(
+        Command::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(disk)
+            .stdin(File::open(&script)?),
+    )?;
+    std::fs::remove_file(script)?;
+    let file = std::fs::OpenOptions::new().write(true).open(disk)?;
     let mut offset = MIB;
     for p in parts {
         if let Some(image) = &p.image {
@@ -378,27 +438,13 @@ fn write_disk(disk: &Path, parts: &[Part]) -> Result<()> {
         }
         offset += p.mib * MIB;
     }
-    drop(file);
-    let script = out_script(disk, parts)?;
-    process::run(
-        Command::new("sfdisk")
-            .args(["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never"])
-            .arg(disk)
-            .stdin(File::open(&script)?),
-    )?;
-    std::fs::remove_file(script)?;
+    file.sync_all()?;
     Ok(())
-}
-
-fn out_script(disk: &Path, parts: &[Part]) -> Result<PathBuf> {
-    let path = disk.with_extension("sfdisk");
-    std::fs::write(&path, sfdisk_script(parts))?;
-    Ok(path)
 }
 
 fn copy_sparse(image: &Path, disk: &File, offset: u64) -> Result<()> {
     let mut src = File::open(image).with_context(|| format!("opening {}", image.display()))?;
-    let mut buf = vec![0u8; MIB as usize];
+    let mut buf = vec![0u8; BLOCK];
     let mut pos = 0u64;
     loop {
         let n = read_full(&mut src, &mut buf)?;
