@@ -30,6 +30,9 @@ const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
 const TYPE_VAR: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
 
+/// Scripts under `image/rootfs/` that belong in the initramfs.
+const INITRAMFS_SCRIPTS: &[&str] = &["etc/initramfs-tools/scripts/local-bottom/galen-machine-id"];
+
 /// Binaries of `galen-appliance` installed into /usr/bin when they exist (`applianced` must).
 const APPLIANCE_BINARIES: &[&str] = &["applianced", "galenctl"];
 
@@ -71,7 +74,7 @@ pub(crate) fn build(with_hil: bool, trusted_root: Option<&Path>) -> Result<Built
         .with_context(|| format!("reading the trusted TUF root {}", trusted_root.display()))?;
     let packages = read_packages(&root.join("image/packages"))?;
     let sources = sources::to_deb822(&sources::host_sources(RELEASE)?);
-    let base = base_rootfs(&out, &packages, &sources)?;
+    let base = base_rootfs(&root, &out, &packages, &sources)?;
 
     let mut inputs = format!("base {}\nroot.json {}\n", base.display(), sha256_hex(&root_json)?);
     for bin in &binaries {
@@ -168,7 +171,7 @@ fn read_packages(path: &Path) -> Result<Vec<String>> {
 }
 
 /// The Debian root file system as a tarball, made by mmdebstrap once per distinct input.
-fn base_rootfs(out: &Path, packages: &[String], sources: &str) -> Result<PathBuf> {
+fn base_rootfs(root: &Path, out: &Path, packages: &[String], sources: &str) -> Result<PathBuf> {
     let sources_file = out.join("host.sources");
     std::fs::write(&sources_file, sources)?;
     let mut args: Vec<String> = [
@@ -185,7 +188,18 @@ fn base_rootfs(out: &Path, packages: &[String], sources: &str) -> Result<PathBuf
     .map(str::to_owned)
     .to_vec();
     args.push(format!("--include={}", packages.join(",")));
-    let key = sha256_hex(format!("{args:?}\n{RELEASE}\n{sources}").as_bytes())?;
+    // Initramfs scripts must be in place before the initramfs is built, so they go in here
+    // (and are part of this stage's key) rather than with the rest of image/rootfs/.
+    let mut hook_contents = String::new();
+    for script in INITRAMFS_SCRIPTS {
+        let path = root.join("image/rootfs").join(script);
+        let dest = Path::new("/").join(script);
+        let dir = dest.parent().context("initramfs script path")?;
+        args.push(format!("--customize-hook=copy-in {} {}", path.display(), dir.display()));
+        hook_contents.push_str(&std::fs::read_to_string(&path)?);
+    }
+    args.push("--customize-hook=chroot \"$1\" update-initramfs -u -k all".to_owned());
+    let key = sha256_hex(format!("{args:?}\n{RELEASE}\n{sources}\n{hook_contents}").as_bytes())?;
     let tarball = out.join(format!("base-{}.tar", &key[..16]));
     if tarball.exists() {
         println!("image: Debian base is cached ({})", tarball.display());
@@ -268,7 +282,13 @@ fn assemble(
         "enable",
         "applianced.service",
         "galen-commission.service",
+        "galen-machine-id.service",
     ]))?;
+    // The id comes from the data partition through the initramfs, or systemd writes a new one
+    // there on the first boot (scripts/local-bottom/galen-machine-id).
+    let machine_id = staging.join("etc/machine-id");
+    std::fs::remove_file(&machine_id)?;
+    std::os::unix::fs::symlink("/run/machine-id", &machine_id)?;
     // It would prompt on the console if /etc ever were writable on a "first boot".
     process::run(
         Command::new("systemctl").arg(&rootflag).args(["mask", "systemd-firstboot.service"]),
