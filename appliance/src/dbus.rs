@@ -57,6 +57,7 @@ pub enum ApiError {
     Recipes(String),
     Export(String),
     Usb(String),
+    Label(String),
     Records(String),
     Internal(String),
 }
@@ -88,6 +89,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Recipes(_) => Self::Recipes(text),
             ServiceError::Export(_) => Self::Export(text),
             ServiceError::Usb(_) => Self::Usb(text),
+            ServiceError::Label(_) => Self::Label(text),
             ServiceError::Records(_) => Self::Records(text),
         }
     }
@@ -348,14 +350,20 @@ impl BatchesApi {
         self.0.call(&h, move |s, c| s.sign_batch(c, &id, &pin)).await
     }
 
-    /// QA releases a complete, signed batch (e-signature); returns the label (JSON).
+    /// QA releases a complete, signed batch (e-signature); returns the label's recorded
+    /// content (JSON), the label as PDF, and as ZPL II for a thermal printer.
     async fn release(
         &self,
         #[zbus(header)] h: Header<'_>,
         id: String,
         pin: String,
-    ) -> Result<String, ApiError> {
-        self.0.call(&h, move |s, c| json(&s.release(c, &id, &pin)?)).await
+    ) -> Result<(String, Vec<u8>, String), ApiError> {
+        self.0
+            .call(&h, move |s, c| {
+                let r = s.release(c, &id, &pin)?;
+                Ok((json(&r.label)?, r.pdf, r.zpl))
+            })
+            .await
     }
 }
 

@@ -130,6 +130,7 @@ async fn appliance() -> Appliance {
     tokio::spawn(distribute(observed, live.clone(), feed.clone()));
     let exports = dir.path().join("exports");
     let config = Config {
+        site: support::DEVICE.into(),
         pumps: Pumps { syringe_max_ml_min: Some(20.0), peristaltic_max_ml_min: Some(60.0) },
         speed: 1.0,
         export: ExportTarget::Directory(exports.clone()),
@@ -244,9 +245,8 @@ impl Client {
         T::Error: std::fmt::Debug,
     {
         let mut b = zbus::fdo::PropertiesProxy::builder(&self.conn).path(PATH).unwrap();
-        if let Some(d) = &self.dest {
-            b = b.destination(d.clone()).unwrap();
-        }
+        // A peer-to-peer server ignores the destination, but a proxy needs one.
+        b = b.destination(self.dest.clone().unwrap_or_else(|| dbus::NAME.to_owned())).unwrap();
         let p = b.build().await.unwrap();
         T::try_from(p.get("org.galen.Unit1".try_into().unwrap(), name).await.unwrap()).unwrap()
     }
@@ -282,10 +282,10 @@ async fn wait_for(c: &Client, secs: u64, what: &str, cond: impl Fn(&str, &str) -
         if cond(&state, &phase) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {secs} s for {what}; state {state}, phase {phase}"
-        );
+        if cond(&state, "Held") || state == "Held" || tokio::time::Instant::now() >= deadline {
+            let alarms: Vec<String> = c.property("Alarms").await;
+            panic!("waited for {what}; state {state}, phase {phase}, alarms {alarms:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -380,18 +380,23 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) {
     let e = quinn.call::<_, String>("Batches1", "Release", &(&id, pin("quinn"))).await.unwrap_err();
     assert_eq!(error_name(&e), "NotReady", "not before the performer signed: {e:?}");
     let () = ada.ok("Batches1", "Sign", &(&id, pin("ada"))).await;
-    let label: String = quinn.ok("Batches1", "Release", &(&id, pin("quinn"))).await;
+    let (label, pdf, zpl): (String, Vec<u8>, String) =
+        quinn.ok("Batches1", "Release", &(&id, pin("quinn"))).await;
     assert!(label.contains("P-0042") && label.contains(&id), "{label}");
+    assert!(pdf.starts_with(b"%PDF"), "the label comes as a PDF");
+    assert!(
+        zpl.contains("^XA") && zpl.contains(&format!("P-0042/{id}")),
+        "and as ZPL with the barcode: {zpl}"
+    );
 
     // The inspector exports it, with progress, and the record holds the whole story.
     let ida = Client::login(a, t, "ida").await;
     let (folder, location, entries, _): (String, String, u64, bool) =
         ida.ok("Records1", "Export", &(vec![id.clone()], 0i64, 0i64)).await;
     assert!(entries > 10, "{entries}");
-    assert!(
-        Path::new(&location).join("manifest.json").exists()
-            || a.exports.join(&folder).join("manifest.json").exists()
-    );
+    let bundle = a.exports.join(&folder);
+    assert_eq!(Path::new(&location), bundle);
+    assert!(bundle.join(galen_record::bundle::MANIFEST).exists(), "{}", bundle.display());
     let log: String = ida.ok("Records1", "Entries", &(&id,)).await;
     for needle in [
         "batch_created",

@@ -5,6 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,9 +43,23 @@ fn commission(appliance: &support::Rig) {
 
 /// Starts `applianced run` and returns it with the line it printed when ready.
 fn start(appliance: &support::Rig, rig: &Rig) -> (Child, String) {
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/tests/fixtures/tuftool/root.json");
     let mut child = applianced(appliance)
         .args(["run", "--unit"])
         .arg(rig.unit_path())
+        .arg("--trusted-root")
+        .arg(root)
+        .arg("--recipes")
+        .arg(appliance.dir.path().join("recipes"))
+        .arg("--export-to")
+        .arg(appliance.dir.path().join("exports"))
+        .arg("--bus")
+        .arg(std::env::var("GALEN_TEST_DBUS_ADDRESS").expect("run through `cargo xtask test`"))
+        .arg("--bus-name")
+        .arg(format!("org.galen.Test.Applianced{n}.P{}", std::process::id()))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -77,6 +77,9 @@ enum Cmd {
         /// The bus to serve on: `system`, `session`, or a D-Bus address (a private bus).
         #[arg(long, default_value = "system")]
         bus: String,
+        /// The well-known name to claim (tests that share one bus give each daemon its own).
+        #[arg(long, default_value = galen_appliance::dbus::NAME)]
+        bus_name: String,
         /// Write exports into this folder instead of onto a USB stick through udisks2
         /// (for a developer's machine and the demo; never on the appliance).
         #[arg(long)]
@@ -156,7 +159,7 @@ async fn connect(bus: &str) -> Result<zbus::Connection> {
 }
 
 async fn run(cli: &Cli) -> Result<()> {
-    let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, export_to } =
+    let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, bus_name, export_to } =
         &cli.command
     else {
         unreachable!("run is only called for the run command")
@@ -197,7 +200,14 @@ async fn run(cli: &Cli) -> Result<()> {
             UDISKS2,
         )),
     };
-    let config = Config { pumps: pumps(&unit), speed: unit_speed(&unit), export };
+    let config =
+        Config { site: cli.device_id.clone(), pumps: pumps(&unit), speed: unit.speed(), export };
+    if unit.simulation.is_some() {
+        tracing::warn!(
+            speed = unit.speed(),
+            "a SIMULATED unit: engine time runs at the plant's speed"
+        );
+    }
     let service = Arc::new(Service::new(
         records.clone(),
         intake,
@@ -208,9 +218,9 @@ async fn run(cli: &Cli) -> Result<()> {
         feed,
         tokio::runtime::Handle::current(),
     ));
-    galen_appliance::dbus::serve_bus(&conn, service.clone(), galen_appliance::dbus::NAME)
+    galen_appliance::dbus::serve_bus(&conn, service.clone(), bus_name)
         .await
-        .with_context(|| format!("claiming {} on the {bus} bus", galen_appliance::dbus::NAME))?;
+        .with_context(|| format!("claiming {bus_name} on the {bus} bus"))?;
     // Handlers before READY: a stop that comes right after must still end cleanly.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -278,9 +288,4 @@ fn pumps(unit: &UnitConfig) -> Pumps {
         }
     }
     pumps
-}
-
-/// Engine time per wall time (see `Run::with_speed`).
-fn unit_speed(_unit: &UnitConfig) -> f64 {
-    1.0
 }

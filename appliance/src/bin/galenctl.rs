@@ -152,9 +152,12 @@ enum BatchCmd {
     Sign {
         id: String,
     },
-    /// QA releases it (e-signature); prints the label.
+    /// QA releases it (e-signature); writes the label as <id>-label.pdf and .zpl.
     Release {
         id: String,
+        /// Where to write the label files.
+        #[arg(long, default_value = ".")]
+        label_dir: PathBuf,
     },
 }
 
@@ -523,9 +526,27 @@ async fn batch(c: &Client, cmd: BatchCmd) -> Result<u8> {
             c.call::<_, ()>(I, "Sign", &(&id, c.pin()?)).await?;
             done("signed (performed by)", &id);
         }
-        BatchCmd::Release { id } => {
-            let label: String = c.call(I, "Release", &(&id, c.pin()?)).await?;
-            if c.json { println!("{label}") } else { println!("{id}: released\n{label}") }
+        BatchCmd::Release { id, label_dir } => {
+            let (label, pdf, zpl): (String, Vec<u8>, String) =
+                c.call(I, "Release", &(&id, c.pin()?)).await?;
+            std::fs::create_dir_all(&label_dir)?;
+            let (pdf_path, zpl_path) = (
+                label_dir.join(format!("{id}-label.pdf")),
+                label_dir.join(format!("{id}-label.zpl")),
+            );
+            std::fs::write(&pdf_path, pdf)
+                .with_context(|| format!("writing {}", pdf_path.display()))?;
+            std::fs::write(&zpl_path, zpl)
+                .with_context(|| format!("writing {}", zpl_path.display()))?;
+            if c.json {
+                println!("{label}");
+            } else {
+                println!(
+                    "{id}: released; label recorded and written to {} and {}",
+                    pdf_path.display(),
+                    zpl_path.display()
+                );
+            }
         }
     }
     Ok(0)

@@ -23,6 +23,7 @@ use crate::engine::batch::{Batch, Date, Event};
 use crate::engine::plan::plan;
 use crate::engine::safety::{Limits, Monitor};
 use crate::engine::state::{Command, State};
+use crate::label::{Label, LabelError, Release};
 use crate::records::NewEntry;
 use crate::records::users::{Action, Session};
 use crate::supervisor::runtime::Run;
@@ -161,6 +162,12 @@ pub struct Released {
     pub batch_id: String,
     /// The label's content, exactly as recorded.
     pub label: serde_json::Value,
+    /// The label to print on an office printer.
+    #[serde(skip)]
+    pub pdf: Vec<u8>,
+    /// The same label for a thermal printer (ZPL II).
+    #[serde(skip)]
+    pub zpl: String,
 }
 
 fn calculation(recipe: &Recipe, patient: &Patient, e: &Evaluation) -> Calculation {
@@ -604,34 +611,38 @@ impl Service {
             return Err(not_ready("it is already released"));
         }
         let label = self.with_slot(id, |slot| self.label(id, slot, &session))?;
+        let content = label.content();
+        // The release signature binds to the batch's last entry: this one.
         self.store()?.append(
             self.at(),
             NewEntry {
                 user_id: Some(session.user_id),
                 batch_id: Some(id.to_owned()),
                 new_value: Some("product label".into()),
-                payload: label.clone(),
-                ..NewEntry::new(EntryKind::Audit, "batch.label")
+                payload: content.clone(),
+                ..NewEntry::new(EntryKind::System, "batch.label")
             },
         )?;
         self.sign(caller, "Batches.Release", pin, Meaning::Released, id)?;
-        Ok(Released { batch_id: id.to_owned(), label })
+        Ok(Released { batch_id: id.to_owned(), label: content, pdf: label.pdf(), zpl: label.zpl() })
     }
 
-    fn label(
-        &self,
-        id: &str,
-        slot: &Slot,
-        by: &Session,
-    ) -> Result<serde_json::Value, ServiceError> {
-        let p = slot.evaluation.parameters.as_ref();
-        Ok(serde_json::json!({
-            "patient_id": slot.patient.id.as_str(),
-            "product": slot.recipe.name,
-            "batch_id": id,
-            "quantity_ml": p.map(|p| p.volume.to_string()),
-            "prepared": self.at().utc.to_rfc3339()[..10],
-            "released_by": by.full_name,
-        }))
+    fn label(&self, id: &str, slot: &Slot, by: &Session) -> Result<Label, ServiceError> {
+        let params = slot
+            .evaluation
+            .parameters
+            .as_ref()
+            .ok_or(LabelError::NoProduct { recipe: slot.recipe.id.as_str().to_owned() })?;
+        let prepared =
+            parse_date(&self.at().utc.to_rfc3339()[..10]).expect("RFC 3339 starts with a date");
+        let release = Release {
+            patient_id: &slot.patient.id,
+            patient_name: None,
+            batch_id: id,
+            prepared,
+            site: &self.config.site,
+            released_by: &by.full_name,
+        };
+        Ok(Label::for_release(&slot.recipe, params, &release)?)
     }
 }

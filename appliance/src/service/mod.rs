@@ -28,7 +28,7 @@ use crate::supervisor::live::{Feed, Live, LiveTx};
 use crate::supervisor::runtime::{Devices, WallClock};
 use crate::usb::{Udisks, UsbError};
 
-pub use batches::{BatchInfo, PatientInput};
+pub use batches::{BatchInfo, Calculation, PatientInput, Released};
 pub use recipes::RecipeSummary;
 
 /// Who is calling: one client connection (a D-Bus unique name, or a peer-to-peer socket).
@@ -68,6 +68,8 @@ pub enum ServiceError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Usb(#[from] UsbError),
+    #[error("the label cannot be made: {0}")]
+    Label(#[from] crate::label::LabelError),
     #[error(transparent)]
     Records(RecordError),
 }
@@ -99,6 +101,8 @@ pub enum ExportTarget {
 /// How this appliance is set up.
 #[derive(Debug)]
 pub struct Config {
+    /// The site and appliance as the label names them.
+    pub site: String,
     /// What this unit's pumps can do, from the unit configuration.
     pub pumps: Pumps,
     /// Engine time per wall time: 1 on a real unit; a simulated unit's plant speed.

@@ -40,6 +40,9 @@ pub enum Observed {
     Tared,
 }
 
+/// How long a tare may wait for the pan to settle.
+const TARE_SETTLE: Duration = Duration::from_secs(20);
+
 /// How a command went.
 pub type Ack = Result<(), String>;
 
@@ -110,7 +113,17 @@ pub async fn balance<B: Balance>(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(BalanceCommand::Tare(ack)) => {
-                    let r = outcome(&name, b.tare().await).map(drop);
+                    // A balance refuses to tare while the pan still moves (liquid just
+                    // arrived, a hand just left): ask again until it settles, within reason.
+                    let deadline = tokio::time::Instant::now() + TARE_SETTLE;
+                    let mut r = b.tare().await;
+                    while matches!(&r, Ok(Err(refusal)) if refusal.reason == RefusalReason::NotExecutable)
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(period).await;
+                        r = b.tare().await;
+                    }
+                    let r = outcome(&name, r).map(drop);
                     if r.is_ok() && to.send(Observed::Tared).await.is_err() {
                         return;
                     }

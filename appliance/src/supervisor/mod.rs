@@ -41,6 +41,9 @@ pub fn start_devices(
     unit: &UnitConfig,
     observed: &mpsc::Sender<Observed>,
 ) -> Result<Devices, StartError> {
+    // A simulated unit's plant runs faster than the wall clock: poll as often in plant time.
+    let (balance_period, heater_period) =
+        (BALANCE_PERIOD.div_f64(unit.speed()), HEATER_PERIOD.div_f64(unit.speed()));
     let mut balance = None;
     let mut heater = None;
     let mut pumps = Vec::new();
@@ -56,7 +59,7 @@ pub fn start_devices(
                 match protocol {
                     BalanceProtocol::MtSics => {
                         let b = MtSicsBalance::new(name.clone(), connector, policy);
-                        tokio::spawn(actors::balance(name, b, rx, to, BALANCE_PERIOD));
+                        tokio::spawn(actors::balance(name, b, rx, to, balance_period));
                     }
                     BalanceProtocol::Sbi => {
                         let options = SbiOptions {
@@ -65,7 +68,7 @@ pub fn start_devices(
                             ..SbiOptions::default()
                         };
                         let b = SbiBalance::new(name.clone(), connector, policy, options);
-                        tokio::spawn(actors::balance(name, b, rx, to, BALANCE_PERIOD));
+                        tokio::spawn(actors::balance(name, b, rx, to, balance_period));
                     }
                 }
                 balance = Some(tx);
@@ -98,7 +101,7 @@ pub fn start_devices(
                 }
                 let (tx, rx) = mpsc::channel(8);
                 let h = EurothermHeater::new(name.clone(), connector, policy, *options);
-                tokio::spawn(actors::heater(name, h, rx, observed.clone(), HEATER_PERIOD));
+                tokio::spawn(actors::heater(name, h, rx, observed.clone(), heater_period));
                 heater = Some(tx);
             }
         }

@@ -28,6 +28,8 @@ use crate::records::{At, NewEntry, RecordError, RecordStore};
 
 /// How long a device may take to acknowledge a command.
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A tare waits for the pan to settle (`actors::TARE_SETTLE`) before it answers.
+const TARE_TIMEOUT: Duration = Duration::from_secs(25);
 /// The engine's tick.
 const TICK: Duration = Duration::from_millis(100);
 /// The fastest tick, however fast a simulated unit runs.
@@ -285,8 +287,9 @@ impl<C: WallClock> Run<C> {
                 Output::TareBalance => {
                     let (tx, rx) = oneshot::channel();
                     let _ = self.devices.balance.send(BalanceCommand::Tare(tx)).await;
-                    // Success arrives as `Observed::Tared`, in order with the readings.
-                    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+                    // Success arrives as `Observed::Tared`, in order with the readings. The
+                    // balance may first wait for the pan to settle.
+                    match tokio::time::timeout(TARE_TIMEOUT, rx).await {
                         Ok(Ok(Ok(()))) => {}
                         Ok(Ok(Err(why))) => queue.push_back(Event::Fault(Fault::DeviceRefused {
                             device: "balance".into(),
