@@ -23,6 +23,7 @@
 mod agent;
 mod boot_test;
 mod build;
+mod qmp;
 pub(crate) mod sources;
 
 use std::io::Write as _;

@@ -57,6 +57,7 @@ pub(crate) const PACKAGES: &[Package] = &[
     },
     Package { name: "qemu-system-x86", why: "boots the image in the boot test (TCG)" },
     Package { name: "qemu-utils", why: "qemu-img: the boot test's disk overlay" },
+    Package { name: "ovmf", why: "UEFI firmware: the boot test boots the image's ESP like a unit" },
 ];
 
 /// Packages that come from the release's backports suite. The machines this runs on have

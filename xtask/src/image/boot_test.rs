@@ -6,16 +6,28 @@
 //! and the guest agent's virtio-serial port ([`super::agent`]). The disk is a qcow2 overlay
 //! over `disk.img`, kept across the boots of one run, so `disk.img` itself is never changed.
 //!
-//! Three boots of the same image, one after the other:
+//! Four boots of the same image, one after the other:
 //! 1. first boot: commissioning from SMBIOS credentials (admin, PIN, the unit file), then
 //!    applianced must report READY; checks that udisks2 sees the stick and that user galen
 //!    may mount, unmount and power it off (the polkit rule), and what the image promises
 //!    (read-only root, /var on the data partition, named serial ports, the TPM);
 //! 2. baseline: our units masked on the kernel command line; time to the login prompt;
 //! 3. regular boot (already commissioned): time to applianced's READY; the records verified
-//!    against the TPM and the first boot's clean stop is in the persistent journal.
+//!    against the TPM and the first boot's clean stop is in the persistent journal;
+//! 4. production boot, a second unit fresh from the factory (its own disk overlay and TPM):
+//!    UEFI firmware (OVMF) boots the disk itself (systemd-boot from the ESP, slot A's entry,
+//!    nothing added to the command line); it commissions from credentials, shows a login
+//!    prompt with no failed unit, and the test agent stays silent although its port is there.
 //!
-//! Each boot ends with `systemctl poweroff` in the guest and QEMU exiting on its own.
+//! The first three boot slot A's kernel directly (SeaBIOS, `-kernel`, the entry's command
+//! line plus `galen.test-agent`, and the masks for the baseline) and end with `systemctl
+//! poweroff` from the agent; the production boot ends with the ACPI power button (QMP). QEMU
+//! must exit on its own each time.
+//!
+//! The production unit has no instruments wired: OVMF writes its console to every UART it
+//! finds, and that text on the heater's line ends `hil rig`'s Modbus emulator for good (its
+//! pty vanishes within seconds). It also needs its own TPM: the record key is sealed to PCR 7,
+//! which differs between SeaBIOS and OVMF, exactly as it would after a firmware change.
 //! Everything (QEMU, swtpm, the rig) is a tracked child: Ctrl-C or a failure stops them all.
 //! Logs stay in `<target>/galen-image/boot-test/`.
 
@@ -30,6 +42,7 @@ use anyhow::{Context, Result, bail};
 use super::Step;
 use super::agent::Agent;
 use super::build::Built;
+use super::qmp::Qmp;
 use crate::process::{self, Tracked};
 
 /// The instruments and the PCI slot of the UART each is wired to; the image's
@@ -49,6 +62,12 @@ const OUR_UNITS: &[&str] = &["applianced.service", "galen-commission.service"];
 
 /// TCG on two shared cores is slow; these are generous, the report says what it really took.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the production boot watches for a failed unit or the agent after the prompt.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// UEFI firmware (package ovmf): code read-only, variables copied per run.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Everything one run shares across its boots.
@@ -63,6 +82,10 @@ struct Run {
     ptys: Vec<PathBuf>,
     /// The SMBIOS type 11 files carrying the first boot's credentials.
     credentials: Vec<PathBuf>,
+    /// The production unit's copy of the firmware's variable store (its NVRAM).
+    ovmf_vars: PathBuf,
+    /// The production unit's disk.
+    production_overlay: PathBuf,
 }
 
 /// Which boot, and so what the guest is asked to do.
@@ -71,6 +94,7 @@ enum Boot {
     First,
     Baseline,
     Regular,
+    Production,
 }
 
 impl Boot {
@@ -79,6 +103,7 @@ impl Boot {
             Boot::First => "first",
             Boot::Baseline => "baseline",
             Boot::Regular => "regular",
+            Boot::Production => "production",
         }
     }
 }
@@ -107,14 +132,21 @@ pub(crate) fn run(built: &Built) -> Result<()> {
     let (_rig, ptys, guest_unit) = start_rig(hil, &dir.join("rig"))?;
     let stick = make_stick(&dir)?;
     let overlay = dir.join("disk.qcow2");
-    process::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&built.disk)
-            .arg(&overlay),
-    )?;
+    let production_overlay = dir.join("disk-production.qcow2");
+    for disk in [&overlay, &production_overlay] {
+        process::run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&built.disk)
+                .arg(disk),
+        )?;
+    }
     let credentials = write_credentials(&dir, &guest_unit)?;
     std::fs::create_dir_all(dir.join("tpm"))?;
+    std::fs::create_dir_all(dir.join("tpm-production"))?;
+    let ovmf_vars = dir.join("ovmf-vars.fd");
+    std::fs::copy(OVMF_VARS, &ovmf_vars)
+        .with_context(|| format!("copying {OVMF_VARS} (package ovmf)"))?;
     let run = Run {
         dir,
         built_cmdline: built.cmdline.clone(),
@@ -124,6 +156,8 @@ pub(crate) fn run(built: &Built) -> Result<()> {
         stick,
         ptys,
         credentials,
+        ovmf_vars,
+        production_overlay,
     };
 
     // A failed check is collected and the run goes on, so one defect does not hide the next
@@ -132,10 +166,11 @@ pub(crate) fn run(built: &Built) -> Result<()> {
     let first = boot(&run, Boot::First, &mut failed)?;
     let baseline = boot(&run, Boot::Baseline, &mut failed)?;
     let regular = boot(&run, Boot::Regular, &mut failed)?;
+    let production = boot(&run, Boot::Production, &mut failed)?;
 
     let took = started.elapsed().as_secs_f64();
-    println!("\nboot test: three boots in {took:.0} s (QEMU TCG, 2 vCPUs, 1 GiB)");
-    print!("{}", report(&first, &baseline, &regular));
+    println!("\nboot test: four boots in {took:.0} s (QEMU TCG, 2 vCPUs, 1 GiB)");
+    print!("{}", report(&first, &baseline, &regular, &production));
     if !failed.is_empty() {
         // Each was printed in full where it happened.
         for f in &failed {
@@ -147,7 +182,7 @@ pub(crate) fn run(built: &Built) -> Result<()> {
     Ok(())
 }
 
-fn report(first: &Timings, baseline: &Timings, regular: &Timings) -> String {
+fn report(first: &Timings, baseline: &Timings, regular: &Timings, production: &Timings) -> String {
     let s = |t: Option<f64>| t.map_or_else(|| "-".to_owned(), |t| format!("{t:.1} s"));
     let mut out = String::new();
     let _ = writeln!(out, "{:<44} {:>14} {:>16}", "", "from QEMU start", "from kernel start");
@@ -156,16 +191,18 @@ fn report(first: &Timings, baseline: &Timings, regular: &Timings) -> String {
         ("login prompt, our services masked", baseline.login_host, baseline.login_guest),
         ("login prompt, regular boot", regular.login_host, regular.login_guest),
         ("applianced ready, first boot (commissioning)", first.ready_host, first.ready_guest),
+        ("login prompt, fresh unit via UEFI + systemd-boot", production.login_host, None),
     ];
     for (what, host, guest) in rows {
         let _ = writeln!(out, "{what:<44} {:>14} {:>16}", s(host), s(guest));
     }
     let _ = writeln!(
         out,
-        "power-off (systemctl poweroff to QEMU exit): first {}, baseline {}, regular {}",
+        "power-off (to QEMU exit): first {}, baseline {}, regular {}, production (power button) {}",
         s(first.poweroff),
         s(baseline.poweroff),
-        s(regular.poweroff)
+        s(regular.poweroff),
+        s(production.poweroff)
     );
     out
 }
@@ -277,11 +314,19 @@ struct Machine {
     _swtpm: Tracked,
     started: Instant,
     login: Arc<Mutex<Option<Instant>>>,
+    /// The QMP socket, for the power button (and stage 2's screendump).
+    qmp: PathBuf,
+    console: PathBuf,
 }
 
 fn boot(run: &Run, which: Boot, failed: &mut Vec<String>) -> Result<Timings> {
     let step = Step::new(format!("boot test: {} boot", which.name()));
     let mut machine = start(run, which)?;
+    if which == Boot::Production {
+        let t = production(&mut machine, failed)?;
+        step.done();
+        return Ok(t);
+    }
     let uptime = machine.agent.wait_hello(BOOT_TIMEOUT)?;
     println!("image: guest agent up {uptime:.1} s after the kernel started");
     let mut t = Timings::default();
@@ -306,6 +351,7 @@ fn boot(run: &Run, which: Boot, failed: &mut Vec<String>) -> Result<Timings> {
             soft(failed, check_machine_id(&mut machine.agent));
             soft(failed, check_restart(&mut machine.agent));
         }
+        Boot::Production => unreachable!("handled above"),
     }
     wait_login(&mut machine, &mut t)?;
     t.poweroff = Some(power_off(&mut machine)?);
@@ -325,7 +371,8 @@ fn soft(failed: &mut Vec<String>, result: Result<()>) {
 
 fn start(run: &Run, which: Boot) -> Result<Machine> {
     let name = which.name();
-    let tpm_dir = run.dir.join("tpm");
+    let production = which == Boot::Production;
+    let tpm_dir = run.dir.join(if production { "tpm-production" } else { "tpm" });
     let tpm_sock = tpm_dir.join("swtpm.sock");
     let _ = std::fs::remove_file(&tpm_sock);
     // The TPM state persists in tpm/ across the boots; swtpm itself ends with each QEMU.
@@ -365,16 +412,33 @@ fn start(run: &Run, which: Boot) -> Result<Machine> {
         }
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-nic", "none"])
-        .arg("-kernel")
-        .arg(&run.kernel)
-        .arg("-initrd")
-        .arg(&run.initrd)
-        .arg("-append")
-        .arg(&cmdline)
-        .arg("-drive")
-        .arg(format!("if=none,id=disk,format=qcow2,file={}", run.overlay.display()))
+    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2"]).args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "std",
+        "-nic",
+        "none",
+    ]);
+    let disk = if production {
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", run.ovmf_vars.display()));
+        &run.production_overlay
+    } else {
+        cmd.arg("-kernel")
+            .arg(&run.kernel)
+            .arg("-initrd")
+            .arg(&run.initrd)
+            .arg("-append")
+            .arg(&cmdline);
+        &run.overlay
+    };
+    cmd.arg("-drive")
+        .arg(format!("if=none,id=disk,format=qcow2,file={}", disk.display()))
         .args(["-device", "virtio-blk-pci,drive=disk"])
         // The TPM, as tpm-tis: the Debian kernel has the driver built in.
         .arg("-chardev")
@@ -397,13 +461,14 @@ fn start(run: &Run, which: Boot) -> Result<Machine> {
         // For stage-2 checks that need the machine itself (screendump of the HMI).
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
-    for ((name, slot), pty) in INSTRUMENTS.iter().zip(&run.ptys) {
+    let instruments = if production { &[][..] } else { &run.ptys[..] };
+    for ((name, slot), pty) in INSTRUMENTS.iter().zip(instruments) {
         cmd.arg("-chardev")
             .arg(format!("serial,id={name},path={}", pty.display()))
             .arg("-device")
             .arg(format!("pci-serial,chardev={name},addr={slot:#x}"));
     }
-    if which == Boot::First {
+    if which == Boot::First || production {
         for file in &run.credentials {
             cmd.arg("-smbios").arg(format!("type=11,path={}", file.display()));
         }
@@ -412,10 +477,62 @@ fn start(run: &Run, which: Boot) -> Result<Machine> {
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let started = Instant::now();
     let qemu = process::spawn(&mut cmd)?;
-    let login = watch_console(console, started);
+    let login = watch_console(console.clone(), started);
     let agent = Agent::connect(&agent_sock)
         .with_context(|| format!("see {}", run.dir.join(format!("qemu-{name}.log")).display()))?;
-    Ok(Machine { agent, qemu, _swtpm: swtpm, started, login })
+    Ok(Machine { agent, qemu, _swtpm: swtpm, started, login, qmp: qmp_sock, console })
+}
+
+/// The production boot: firmware, systemd-boot, slot A, nothing added. Only the console and
+/// the power button are used, as on a real unit; the agent must stay silent.
+fn production(machine: &mut Machine, failed: &mut Vec<String>) -> Result<Timings> {
+    let mut t = Timings::default();
+    let deadline = machine.started + BOOT_TIMEOUT;
+    let at = loop {
+        process::bail_if_interrupted()?;
+        if let Some(at) = *machine.login.lock().map_err(|_| anyhow::anyhow!("console watcher"))? {
+            break at;
+        }
+        if let Some(status) = machine.qemu.try_wait()? {
+            bail!(
+                "QEMU exited ({status}) before a login prompt; see {}",
+                machine.console.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the firmware boot reached no login prompt within {BOOT_TIMEOUT:?}; see {}",
+                machine.console.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    t.login_host = Some(at.duration_since(machine.started).as_secs_f64());
+    println!("image: login prompt {:.1} s after QEMU started", t.login_host.unwrap_or_default());
+    // Anything that fails late (applianced unsealing its key, say) has had time to say so.
+    match machine.agent.wait_hello(SETTLE) {
+        Ok(_) => failed.push("the test agent ran on a production boot".to_owned()),
+        Err(_) => {
+            process::bail_if_interrupted()?;
+            println!("image: ok: the test agent stayed off on the production boot");
+        }
+    }
+    let console = std::fs::read_to_string(&machine.console).unwrap_or_default();
+    if let Some(line) = console.lines().find(|l| l.contains("FAILED")) {
+        failed.push(format!(
+            "a unit failed on the production boot: {}; see {}",
+            line.trim(),
+            machine.console.display()
+        ));
+    } else {
+        println!(
+            "image: ok: no unit failed on the production boot (firmware, systemd-boot, slot A)"
+        );
+    }
+    let pressed = Instant::now();
+    Qmp::connect(&machine.qmp)?.execute("system_powerdown", serde_json::json!({}))?;
+    t.poweroff = Some(wait_exit(machine, pressed)?);
+    Ok(t)
 }
 
 /// Notes when the console first shows a login prompt, on a thread of its own so the time is
@@ -622,6 +739,11 @@ fn check_restart(agent: &mut Agent) -> Result<()> {
 fn power_off(machine: &mut Machine) -> Result<f64> {
     let asked = Instant::now();
     machine.agent.send("systemctl poweroff")?;
+    wait_exit(machine, asked)
+}
+
+/// Waits for QEMU to exit on its own after the guest was told to power off.
+fn wait_exit(machine: &mut Machine, asked: Instant) -> Result<f64> {
     loop {
         process::bail_if_interrupted()?;
         if let Some(status) = machine.qemu.try_wait()? {
