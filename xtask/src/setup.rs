@@ -153,13 +153,26 @@ fn backports_suite() -> Result<String> {
         .context("/etc/os-release has no VERSION_CODENAME")?;
     let suite = format!("{codename}-backports");
     if !crate::image::sources::host_has_suite(&suite)? {
+        // The entry to add, made from the host's own release entry: the same mirror and key.
+        let entry = crate::image::sources::host_sources(&codename)
+            .ok()
+            .and_then(|sources| sources.into_iter().find(|s| s.suites.contains(&codename)))
+            .map(|mut s| {
+                s.suites = vec![suite.clone()];
+                crate::image::sources::to_deb822(&[s])
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "Types: deb\nURIs: <as for {codename}>\nSuites: {suite}\nComponents: main\n\
+                     Signed-By: <as for {codename}>\n"
+                )
+            });
         bail!(
-            "{} must come from {suite}, which the host's apt sources do not have. Add an entry \
-             for it that reuses the URIs and Signed-By of your {codename} entry, e.g. a file \
-             /etc/apt/sources.list.d/{suite}.sources with the lines `Types: deb`, `URIs: <the \
-             same as {codename}'s>`, `Suites: {suite}`, `Components: main`, `Signed-By: <the \
-             same as {codename}'s>`; then run `cargo xtask setup` again",
-            FROM_BACKPORTS.join(" and ")
+            "{} must come from {suite}, which the host's apt sources do not have. Add it, \
+             reusing your {codename} entry's mirror and key, as \
+             /etc/apt/sources.list.d/{suite}.sources:\n\n{}\n\nthen run `cargo xtask setup` again",
+            FROM_BACKPORTS.join(" and "),
+            entry.trim_end()
         );
     }
     Ok(suite)
