@@ -55,13 +55,14 @@ enum Cmd {
     /// D-Bus and polkit policy, udev rules, fstab). GPT disk: ESP with systemd-boot, root
     /// slots A (read-only ext4) and B (empty, for updates), and a data partition mounted at
     /// /var for the records, the unit file and the persistent journal. Cached: an unchanged
-    /// input rebuilds nothing, and the Debian base is rebuilt only when image/packages or the
-    /// host's apt sources change.
+    /// input rebuilds nothing, and the Debian base is rebuilt only when image/packages, the
+    /// initramfs script or the host's apt sources change.
     Image {
         /// Then boot it in QEMU (TCG) with swtpm as the TPM, the simulated unit's instruments
         /// (hil rig) on its serial ports and a FAT stick on USB: first boot commissions,
         /// applianced must report READY, udisks2 must see the stick; then report the time to
-        /// READY next to the time to a login prompt with our services masked.
+        /// READY next to the time to a login prompt with our services masked. A last boot
+        /// starts a fresh unit through UEFI firmware and systemd-boot (about 2.5 min in all).
         #[arg(long)]
         boot_test: bool,
         /// The manufacturer's TUF root.json the image trusts for recipes. Without it, a

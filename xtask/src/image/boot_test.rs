@@ -30,6 +30,12 @@
 //! which differs between SeaBIOS and OVMF, exactly as it would after a firmware change.
 //! Everything (QEMU, swtpm, the rig) is a tracked child: Ctrl-C or a failure stops them all.
 //! Logs stay in `<target>/galen-image/boot-test/`.
+//!
+//! Adding a check: a function taking `&mut Agent` that runs a shell script in the guest with
+//! `agent.check(what, script, timeout)` (root; exit status 0 or the check fails with the
+//! script's output) and looks at what it printed; call it as `soft(failed, …)` in [`boot`]
+//! under the boot it belongs to. The stick stays `stick.img` on the host (read it with mtools
+//! once the guest has unmounted it); `Machine::qmp` is the QMP socket ([`super::qmp::Qmp`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
