@@ -31,6 +31,11 @@ pub enum Observed {
         device: String,
         why: String,
     },
+    /// The balance could not tare (it never settled, or refused). Sent on the observation
+    /// channel so the batch loop never waits for a tare.
+    TareFailed {
+        why: String,
+    },
     /// The device answers again after a `LinkDown`.
     LinkUp {
         device: String,
@@ -124,6 +129,11 @@ pub async fn balance<B: Balance>(
                         r = b.tare().await;
                     }
                     let r = outcome(&name, r).map(drop);
+                    if let Err(why) = &r
+                        && to.send(Observed::TareFailed { why: why.clone() }).await.is_err()
+                    {
+                        return;
+                    }
                     if r.is_ok() && to.send(Observed::Tared).await.is_err() {
                         return;
                     }

@@ -63,7 +63,7 @@ pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, fe
                 Observed::LinkUp { device } => {
                     l.links_down.remove(device);
                 }
-                Observed::Tared => {}
+                Observed::Tared | Observed::TareFailed { .. } => {}
             }
         });
         let to = feed.lock().ok().and_then(|f| f.clone());

@@ -28,8 +28,6 @@ use crate::records::{At, NewEntry, RecordError, RecordStore};
 
 /// How long a device may take to acknowledge a command.
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
-/// A tare waits for the pan to settle (`actors::TARE_SETTLE`) before it answers.
-const TARE_TIMEOUT: Duration = Duration::from_secs(25);
 /// The engine's tick.
 const TICK: Duration = Duration::from_millis(100);
 /// The fastest tick, however fast a simulated unit runs.
@@ -170,6 +168,7 @@ impl<C: WallClock> Run<C> {
                         // Recovery needs an operator's restart; the engine has nothing to do.
                         Observed::LinkUp { .. } => continue,
                         Observed::Tared => Event::Tared,
+                        Observed::TareFailed { why } => Event::Fault(Fault::DeviceRefused { device: "balance".into(), why }),
                     },
                     _ = tick.tick() => {
                         if self.safe_pending && matches!(batch.state(), State::Holding | State::Stopping | State::Aborting) {
@@ -285,18 +284,12 @@ impl<C: WallClock> Run<C> {
                     self.on_ack("heater", r, queue);
                 }
                 Output::TareBalance => {
-                    let (tx, rx) = oneshot::channel();
-                    let _ = self.devices.balance.send(BalanceCommand::Tare(tx)).await;
-                    // Success arrives as `Observed::Tared`, in order with the readings. The
-                    // balance may first wait for the pan to settle.
-                    match tokio::time::timeout(TARE_TIMEOUT, rx).await {
-                        Ok(Ok(Ok(()))) => {}
-                        Ok(Ok(Err(why))) => queue.push_back(Event::Fault(Fault::DeviceRefused {
-                            device: "balance".into(),
-                            why,
-                        })),
-                        _ => queue
-                            .push_back(Event::Fault(Fault::LinkDown { device: "balance".into() })),
+                    // The outcome arrives on the observation channel (`Tared` in order with
+                    // the readings, or `TareFailed`): the loop keeps watching while the
+                    // balance waits for its pan to settle.
+                    let (tx, _) = oneshot::channel();
+                    if self.devices.balance.send(BalanceCommand::Tare(tx)).await.is_err() {
+                        queue.push_back(Event::Fault(Fault::LinkDown { device: "balance".into() }));
                     }
                 }
                 Output::State { from, to } => {
