@@ -160,13 +160,22 @@ fn backports_suite() -> Result<String> {
             .map(|mut s| {
                 s.suites = vec![suite.clone()];
                 crate::image::sources::to_deb822(&[s])
-            })
-            .unwrap_or_else(|| {
-                format!(
-                    "Types: deb\nURIs: <as for {codename}>\nSuites: {suite}\nComponents: main\n\
-                     Signed-By: <as for {codename}>\n"
-                )
             });
+        // As root, add it: the same mirror and key the host already trusts for its release.
+        if let Some(entry) = &entry
+            && nix::unistd::geteuid().is_root()
+        {
+            let path = format!("/etc/apt/sources.list.d/{suite}.sources");
+            std::fs::write(&path, entry).with_context(|| format!("writing {path}"))?;
+            println!("setup: added {suite} to the apt sources ({path}), from the {codename} entry");
+            return Ok(suite);
+        }
+        let entry = entry.unwrap_or_else(|| {
+            format!(
+                "Types: deb\nURIs: <as for {codename}>\nSuites: {suite}\nComponents: main\n\
+                     Signed-By: <as for {codename}>\n"
+            )
+        });
         bail!(
             "{} must come from {suite}, which the host's apt sources do not have. Add it, \
              reusing your {codename} entry's mirror and key, as \

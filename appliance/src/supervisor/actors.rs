@@ -126,6 +126,14 @@ pub async fn balance<B: Balance>(
                         && tokio::time::Instant::now() < deadline
                     {
                         tokio::time::sleep(period).await;
+                        // Keep reporting while waiting: the batch watches for stale readings.
+                        if let Ok(Ok(reading)) = b.read(Wait::Immediate).await {
+                            let stable = reading.stability == Stability::Stable;
+                            let grams = Some(reading.weight.in_grams());
+                            if to.send(Observed::Balance { grams, stable }).await.is_err() {
+                                return;
+                            }
+                        }
                         r = b.tare().await;
                     }
                     let r = outcome(&name, r).map(drop);
