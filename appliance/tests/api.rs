@@ -152,7 +152,7 @@ async fn appliance() -> Appliance {
 #[derive(Debug, Clone)]
 enum Transport {
     /// Through the private dbus-daemon, under a name unique to this test.
-    Bus { address: String, name: String },
+    Bus { address: String, name: String, _server: Connection },
     /// A socket pair per client, no daemon.
     Peer,
 }
@@ -163,9 +163,7 @@ async fn transport_bus(a: &Appliance, test: &str) -> Transport {
     let name = format!("org.galen.Test.{test}.P{}", std::process::id());
     let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
     dbus::serve_bus(&conn, a.svc.clone(), &name).await.unwrap();
-    // The server connection lives as long as the test process.
-    std::mem::forget(conn);
-    Transport::Bus { address, name }
+    Transport::Bus { address, name, _server: conn }
 }
 
 /// One person's connection.
@@ -180,7 +178,7 @@ type Named = (String, String);
 impl Client {
     async fn new(a: &Appliance, t: &Transport) -> Client {
         match t {
-            Transport::Bus { address, name } => {
+            Transport::Bus { address, name, .. } => {
                 let conn = zbus::connection::Builder::address(address.as_str())
                     .unwrap()
                     .build()

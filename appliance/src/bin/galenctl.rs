@@ -425,7 +425,10 @@ async fn recipes(c: &Client, cmd: RecipeCmd) -> Result<()> {
     Ok(())
 }
 
-fn patient(p: &PatientArgs) -> Result<(String, HashMap<String, String>, String, Vec<u8>)> {
+/// (recipe, patient fields, lab file name, lab file bytes): the arguments of Preview and Create.
+type PatientCall = (String, HashMap<String, String>, String, Vec<u8>);
+
+fn patient(p: &PatientArgs) -> Result<PatientCall> {
     let mut fields = HashMap::from([("patient_id".to_owned(), p.patient_id.clone())]);
     if let Some(w) = &p.weight_kg {
         fields.insert("weight_kg".into(), w.clone());
@@ -648,10 +651,10 @@ async fn records(c: &Client, cmd: RecordCmd) -> Result<()> {
             let quiet = c.json;
             let shower = tokio::spawn(async move {
                 while let Some(Ok(m)) = progress.next().await {
-                    if let Ok((step, f)) = m.body().deserialize::<(String, f64)>() {
-                        if !quiet {
-                            eprintln!("export {:>3.0} %  {step}", f * 100.0);
-                        }
+                    if let Ok((step, f)) = m.body().deserialize::<(String, f64)>()
+                        && !quiet
+                    {
+                        eprintln!("export {:>3.0} %  {step}", f * 100.0);
                     }
                 }
             });
