@@ -547,17 +547,19 @@ fn methods()
     ]
 }
 
-fn refusals(a: &Appliance) -> usize {
+/// How many access entries named `object` ("refused", "logout") the record holds.
+fn access_entries(a: &Appliance, object: &str) -> usize {
     let store = a.records.lock().unwrap();
-    let n = store.len();
-    // Refusals are access entries with object "refused"; count them over the whole chain.
     store
         .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
         .unwrap()
         .iter()
-        .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == "refused")
+        .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == object)
         .count()
-        .min(usize::try_from(n).unwrap())
+}
+
+fn refusals(a: &Appliance) -> usize {
+    access_entries(a, "refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,15 +638,7 @@ async fn a_session_belongs_to_its_connection_and_ends_with_it() {
     assert_eq!(error_name(&e), "NotLoggedIn", "another connection does not share ada's session");
     let (user, _, role): (String, String, String) = ada.ok("Session1", "WhoAmI", &()).await;
     assert_eq!((user.as_str(), role.as_str()), ("ada", "pharmacist"));
-    let logouts = || {
-        let store = a.records.lock().unwrap();
-        store
-            .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
-            .unwrap()
-            .iter()
-            .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == "logout")
-            .count()
-    };
+    let logouts = || access_entries(&a, "logout");
     let before = logouts();
     drop(ada);
     for _ in 0..50 {

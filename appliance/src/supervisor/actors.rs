@@ -51,9 +51,11 @@ const TARE_SETTLE: Duration = Duration::from_secs(20);
 /// How a command went.
 pub type Ack = Result<(), String>;
 
+/// The outcome of a tare comes back on the observation channel (`Tared` or `TareFailed`),
+/// in order with the readings, so the batch loop never waits for the pan to settle.
 #[derive(Debug)]
 pub enum BalanceCommand {
-    Tare(oneshot::Sender<Ack>),
+    Tare,
 }
 
 #[derive(Debug)]
@@ -117,7 +119,7 @@ pub async fn balance<B: Balance>(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(BalanceCommand::Tare(ack)) => {
+                Some(BalanceCommand::Tare) => {
                     // A balance refuses to tare while the pan still moves (liquid just
                     // arrived, a hand just left): ask again until it settles, within reason.
                     let deadline = tokio::time::Instant::now() + TARE_SETTLE;
@@ -136,16 +138,13 @@ pub async fn balance<B: Balance>(
                         }
                         r = b.tare().await;
                     }
-                    let r = outcome(&name, r).map(drop);
-                    if let Err(why) = &r
-                        && to.send(Observed::TareFailed { why: why.clone() }).await.is_err()
-                    {
+                    let told = match outcome(&name, r) {
+                        Ok(_) => Observed::Tared,
+                        Err(why) => Observed::TareFailed { why },
+                    };
+                    if to.send(told).await.is_err() {
                         return;
                     }
-                    if r.is_ok() && to.send(Observed::Tared).await.is_err() {
-                        return;
-                    }
-                    let _ = ack.send(r);
                 }
                 None => return,
             },

@@ -35,8 +35,6 @@ pub struct Live {
     pub alarms: Vec<String>,
     /// Devices whose link is down.
     pub links_down: BTreeSet<String>,
-    /// Observations published so far (a cheap way for a display to see that values move).
-    pub readings: u64,
 }
 
 /// The writing end, shared by the observation distributor and the batch loop.
@@ -49,22 +47,19 @@ pub type Feed = Arc<Mutex<Option<mpsc::Sender<Observed>>>>;
 /// observation on to the batch being run, if there is one. Ends when the actors stop.
 pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, feed: Feed) {
     while let Some(o) = observed.recv().await {
-        live.send_modify(|l| {
-            l.readings += 1;
-            match &o {
-                Observed::Balance { grams, stable } => {
-                    l.weight_g = *grams;
-                    l.stable = *stable;
-                }
-                Observed::Temperature { celsius } => l.temperature_c = *celsius,
-                Observed::LinkDown { device, .. } => {
-                    l.links_down.insert(device.clone());
-                }
-                Observed::LinkUp { device } => {
-                    l.links_down.remove(device);
-                }
-                Observed::Tared | Observed::TareFailed { .. } => {}
+        live.send_modify(|l| match &o {
+            Observed::Balance { grams, stable } => {
+                l.weight_g = *grams;
+                l.stable = *stable;
             }
+            Observed::Temperature { celsius } => l.temperature_c = *celsius,
+            Observed::LinkDown { device, .. } => {
+                l.links_down.insert(device.clone());
+            }
+            Observed::LinkUp { device } => {
+                l.links_down.remove(device);
+            }
+            Observed::Tared | Observed::TareFailed { .. } => {}
         });
         let to = feed.lock().ok().and_then(|f| f.clone());
         if let Some(to) = to {

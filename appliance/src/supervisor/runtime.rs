@@ -287,8 +287,7 @@ impl<C: WallClock> Run<C> {
                     // The outcome arrives on the observation channel (`Tared` in order with
                     // the readings, or `TareFailed`): the loop keeps watching while the
                     // balance waits for its pan to settle.
-                    let (tx, _) = oneshot::channel();
-                    if self.devices.balance.send(BalanceCommand::Tare(tx)).await.is_err() {
+                    if self.devices.balance.send(BalanceCommand::Tare).await.is_err() {
                         queue.push_back(Event::Fault(Fault::LinkDown { device: "balance".into() }));
                     }
                 }
