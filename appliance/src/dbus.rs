@@ -569,9 +569,24 @@ impl UnitApi {
     async fn alarm(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
 }
 
+/// Connects to `bus`: `system`, `session`, or a D-Bus address (a private bus).
+pub async fn connect(bus: &str) -> zbus::Result<Connection> {
+    match bus {
+        "system" => Connection::system().await,
+        "session" => Connection::session().await,
+        address => zbus::connection::Builder::address(address)?.build().await,
+    }
+}
+
 /// Serves the API on `conn` at [`PATH`]. `peer` names the other end of a peer-to-peer
 /// connection; on a bus it is `None` and the sender's unique name identifies the caller.
+///
+/// Live signals go out only on a bus, where the daemon routes them to the clients that asked
+/// (match rules). A peer-to-peer client has no way to ask, and a zbus client that does not
+/// drain unsolicited signals stops reading replies once its queue is full; it reads the
+/// `Unit1` properties when it wants them.
 pub async fn serve(conn: &Connection, svc: Arc<Service>, peer: Option<String>) -> zbus::Result<()> {
+    let on_bus = peer.is_none();
     let ctx = Ctx { svc: svc.clone(), peer };
     let server = conn.object_server();
     server.at(PATH, SessionApi(ctx.clone())).await?;
@@ -580,8 +595,10 @@ pub async fn serve(conn: &Connection, svc: Arc<Service>, peer: Option<String>) -
     server.at(PATH, RecordsApi(ctx.clone())).await?;
     server.at(PATH, UsersApi(ctx.clone())).await?;
     server.at(PATH, UnitApi { ctx, live: svc.live() }).await?;
-    let unit = server.interface::<_, UnitApi>(PATH).await?;
-    tokio::spawn(publish_live(unit, svc.live()));
+    if on_bus {
+        let unit = server.interface::<_, UnitApi>(PATH).await?;
+        tokio::spawn(publish_live(unit, svc.live()));
+    }
     Ok(())
 }
 

@@ -54,15 +54,15 @@ pub(crate) fn run() -> Result<()> {
         .next("Drive a simulated unit's instruments over real serial framing (ptys), with physics");
     let rig = instruments(&out.join("rig"))?;
 
-    steps.next("Commission the appliance and run its supervisor against the simulated unit");
-    supervisor(&out, &services.tpm_tcti)?;
-    drop(rig);
-
     steps.next("The manufacturer lints, signs and publishes the example recipes (TUF)");
     let maker = out.join("manufacturer");
     let examples = root.join("recipes/examples");
     let (keys, repo) = (maker.join("keys"), maker.join("repo"));
     manufacturer(&root, &examples, &keys, &repo)?;
+
+    steps.next("Commission the appliance and run its supervisor against the simulated unit");
+    supervisor(&out, &services.tpm_tcti, &services.dbus_address, &keys.join("root.json"))?;
+    drop(rig);
 
     steps.next(
         "The appliance installs the verified recipes, records a personalised batch sealed by its \
@@ -118,10 +118,11 @@ pub(crate) fn run() -> Result<()> {
     println!("    record database      {}", out.join("appliance/records.sqlite").display());
     println!("    signed recipe repo   {}", repo.display());
     println!(
-        "\nNot built yet: running a batch through applianced needs its D-Bus API and galenctl \
-         (issue 8), so the batch above was recorded by a stand-in for the operator; the \
-         touchscreen (9) and the image (10) are not built either. Each joins this demo when it \
-         lands."
+        "\nNot in this demo yet: applianced now serves its D-Bus API and galenctl drives it \
+         (appliance/tests/api.rs runs a whole batch that way on the simulated unit), but the \
+         batch above is still recorded by a stand-in for the operator; the touchscreen (9) is \
+         not built, and the image (10) is built and boot-tested by `cargo xtask image`, apart \
+         from this demo."
     );
     Ok(())
 }
@@ -166,6 +167,8 @@ fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
         Command::new(bin("hil"))
             .args(["rig", "--dir"])
             .arg(rig_dir)
+            // The rig reads console commands on stdin; the demo's terminal is not for it.
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null()),
     )?;
     let unit = rig_dir.join("unit.toml");
@@ -227,7 +230,7 @@ fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
 }
 
 /// `applianced commission`, then `applianced run` against the rig until SIGTERM.
-fn supervisor(out: &Path, tcti: &str) -> Result<()> {
+fn supervisor(out: &Path, tcti: &str, bus: &str, trusted_root: &Path) -> Result<()> {
     use std::io::{BufRead as _, Write as _};
     let appliance = out.join("appliance");
     let base = |cmd: &mut Command| {
@@ -258,10 +261,20 @@ fn supervisor(out: &Path, tcti: &str) -> Result<()> {
     for line in text.lines() {
         println!("      {line}");
     }
-    println!("    $ applianced run --unit rig/unit.toml");
+    println!(
+        "    $ applianced run --unit rig/unit.toml --trusted-root manufacturer/keys/root.json \\\n          --bus <private D-Bus> --export-to exports"
+    );
     let mut cmd = Command::new(&applianced);
     base(&mut cmd);
-    cmd.args(["run", "--unit"]).arg(out.join("rig/unit.toml")).stdout(std::process::Stdio::piped());
+    cmd.args(["run", "--unit"])
+        .arg(out.join("rig/unit.toml"))
+        .arg("--trusted-root")
+        .arg(trusted_root)
+        .arg("--recipes")
+        .arg(appliance.join("recipes"))
+        .args(["--bus", bus, "--export-to"])
+        .arg(out.join("exports"))
+        .stdout(std::process::Stdio::piped());
     let mut child = process::spawn(&mut cmd)?;
     let mut lines =
         std::io::BufReader::new(child.child_mut().stdout.take().context("stdout")?).lines();

@@ -146,18 +146,6 @@ fn commission(cli: &Cli, admin: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn connect(bus: &str) -> Result<zbus::Connection> {
-    let conn = match bus {
-        "system" => zbus::Connection::system().await,
-        "session" => zbus::Connection::session().await,
-        address => match zbus::connection::Builder::address(address) {
-            Ok(b) => b.build().await,
-            Err(e) => Err(e),
-        },
-    };
-    conn.with_context(|| format!("connecting to the {bus} bus"))
-}
-
 async fn run(cli: &Cli) -> Result<()> {
     let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, bus_name, export_to } =
         &cli.command
@@ -192,7 +180,9 @@ async fn run(cli: &Cli) -> Result<()> {
     let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
     let feed = Feed::default();
     tokio::spawn(distribute(observed, live.clone(), feed.clone()));
-    let conn = connect(bus).await?;
+    let conn = galen_appliance::dbus::connect(bus)
+        .await
+        .with_context(|| format!("connecting to the {bus} bus"))?;
     let export = match export_to {
         Some(dir) => ExportTarget::Directory(dir.clone()),
         None => ExportTarget::Usb(Udisks::new(
@@ -243,15 +233,12 @@ async fn run(cli: &Cli) -> Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     galen_appliance::supervisor::runtime::make_unit_safe(&devices).await;
-    // The API holds the store too: drop it (and the bus) before the final checkpoint.
-    drop(conn);
-    drop(service);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let store = Arc::try_unwrap(records)
-        .map_err(|_| anyhow::anyhow!("the record store is still in use"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("the record store's lock was poisoned"))?;
-    store.shutdown(At::utc(clock.now()))?;
+    // Clients see the service leave first; the API's tasks still share the store, so the
+    // final checkpoint is taken under its lock, which is held until the process exits.
+    let _ = conn.release_name(bus_name.as_str()).await;
+    let mut store =
+        records.lock().map_err(|_| anyhow::anyhow!("the record store's lock was poisoned"))?;
+    store.close(At::utc(clock.now()))?;
     println!("applianced stopped: outputs safe, final checkpoint taken");
     Ok(())
 }

@@ -54,12 +54,16 @@ enum Cmd {
         #[arg(long)]
         reason: String,
     },
+    /// Installed recipes: list, show, install from a stick, activate (QA).
     #[command(subcommand)]
     Recipes(RecipeCmd),
+    /// A patient's batch: preview, create, verify, start, scan, watch, sign, release.
     #[command(subcommand)]
     Batch(BatchCmd),
+    /// The batch record: entries, verification, export to the stick.
     #[command(subcommand)]
     Records(RecordCmd),
+    /// People and roles (administrators).
     #[command(subcommand)]
     Users(UserCmd),
     /// Print shell completions (bash, zsh, fish, …) to standard output.
@@ -83,10 +87,13 @@ struct PatientArgs {
     /// The recipe to make.
     #[arg(long)]
     recipe: String,
+    /// The hospital's patient identifier.
     #[arg(long)]
     patient_id: String,
+    /// Body weight in kilograms, e.g. 70.5.
     #[arg(long)]
     weight_kg: Option<String>,
+    /// Age in whole years.
     #[arg(long)]
     age_years: Option<String>,
     /// A phenotype as typed, e.g. `TPMT="Intermediate Metabolizer"` (repeatable).
@@ -310,20 +317,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(bus: &str) -> Result<Connection> {
-    let conn = match bus {
-        "system" => Connection::system().await,
-        "session" => Connection::session().await,
-        address => match zbus::connection::Builder::address(address) {
-            Ok(b) => b.build().await,
-            Err(e) => Err(e),
-        },
-    };
-    conn.with_context(|| format!("connecting to the {bus} bus (is applianced running?)"))
-}
-
 async fn run(cli: Cli) -> Result<u8> {
-    let conn = connect(&cli.bus).await?;
+    let conn = galen_appliance::dbus::connect(&cli.bus).await.with_context(|| {
+        format!("connecting to the {bus} bus (is applianced running?)", bus = cli.bus)
+    })?;
     let mut c = Client { conn, json: cli.json, pin: None };
     if let Some(user) = &cli.user {
         let pin = read_pin("GALEN_PIN", &format!("PIN for {user}"))?;

@@ -991,6 +991,12 @@ impl RecordStore {
 
     /// A final checkpoint before the appliance stops.
     pub fn shutdown(mut self, at: At) -> Result<(), RecordError> {
+        self.close(at)
+    }
+
+    /// The final checkpoint, taken through a shared store: the caller keeps the lock until
+    /// the process ends, so nothing can be appended after it.
+    pub fn close(&mut self, at: At) -> Result<(), RecordError> {
         self.append(at, NewEntry::new(EntryKind::System, "appliance.shutdown"))?;
         self.checkpoint("shutdown", at)?;
         Ok(())
