@@ -539,6 +539,19 @@ impl UnitApi {
         or_nan(self.live.borrow().setpoint_c)
     }
 
+    /// What the operator must do now for the batch to go on, in words for the screen (empty:
+    /// the unit is working on its own).
+    #[zbus(property)]
+    fn instruction(&self) -> String {
+        self.live.borrow().instruction.clone()
+    }
+
+    /// Why the operator's last command at this step was refused (empty: it was not).
+    #[zbus(property)]
+    fn notice(&self) -> String {
+        self.live.borrow().notice.clone()
+    }
+
     /// Alarms not yet acknowledged, oldest first.
     #[zbus(property)]
     fn alarms(&self) -> Vec<String> {
@@ -657,6 +670,12 @@ async fn publish_live(unit: InterfaceRef<UnitApi>, mut live: watch::Receiver<Liv
         }
         if now.setpoint_c.map(f64::to_bits) != last.setpoint_c.map(f64::to_bits) {
             r = r.and(u.setpoint_celsius_changed(e).await);
+        }
+        if now.instruction != last.instruction {
+            r = r.and(u.instruction_changed(e).await);
+        }
+        if now.notice != last.notice {
+            r = r.and(u.notice_changed(e).await);
         }
         if now.alarms != last.alarms {
             for new in now.alarms.iter().filter(|a| !last.alarms.contains(a)) {

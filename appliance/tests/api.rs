@@ -368,6 +368,20 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) {
     let e = ada.call::<_, ()>("Batches1", "Start", &(&id,)).await.unwrap_err();
     assert_eq!(error_name(&e), "Busy", "{e:?}");
     wait_for(&ada, 10, "the first scan", |s, p| s == "Running" && p == "scan-api").await;
+    let now: String = ada.property("Instruction").await;
+    assert_eq!(now, "Scan the azathioprine container (lot and expiry)");
+    // A command the step cannot take is accepted by the API and refused by the batch: the
+    // screen learns why from Notice.
+    let () = ada.ok("Batches1", "Confirm", &(&id,)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let notice: String = ada.property("Notice").await;
+        if notice == "there is nothing to confirm at this step" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no notice of the refusal: {notice:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let e = ada
         .call::<_, ()>("Batches1", "Scan", &(&id, "azathioprine", "L1", "tomorrow"))
         .await

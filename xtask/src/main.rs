@@ -14,6 +14,7 @@ mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -93,6 +94,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The whole suite takes under five minutes warm and about fifteen cold on two cores; a run
+/// still going after this long has a test that will never finish.
+const TEST_DEADLINE: Duration = Duration::from_secs(45 * 60);
+
 fn test(cargo_args: &[String]) -> Result<()> {
     setup::run(setup::Mode::Install)?;
     let mut services = Services::start()?;
@@ -109,7 +114,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
     }
     cmd.args(cargo_args);
     cmd.envs(services.env());
-    let result = process::run(&mut cmd);
+    let result = process::run_with_deadline(&mut cmd, TEST_DEADLINE);
     process::bail_if_interrupted()?;
     // A service that died mid-run explains the failures better than the failures do.
     services.check_alive()?;

@@ -6,6 +6,7 @@
 //! temporary directories as they would on any other error.
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,8 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Tracked children; a negative entry is a process group (a child that leads its own).
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the handler that stops tracked children on Ctrl-C, SIGTERM or SIGHUP.
@@ -24,7 +26,7 @@ pub(crate) fn install_interrupt_handler() -> Result<()> {
         INTERRUPTED.store(true, Ordering::SeqCst);
         let pids = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
         for pid in pids {
-            signal(pid, Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     })
     .context("installing the Ctrl-C handler")
@@ -48,15 +50,53 @@ pub(crate) fn bail_if_interrupted() -> Result<()> {
 pub(crate) struct Tracked {
     child: Child,
     what: String,
+    /// The child leads its own process group, and signals go to the whole group.
+    group: bool,
 }
 
 /// Starts `cmd` and tracks it until the returned handle is dropped.
 pub(crate) fn spawn(cmd: &mut Command) -> Result<Tracked> {
+    spawn_tracked(cmd, false)
+}
+
+fn spawn_tracked(cmd: &mut Command, group: bool) -> Result<Tracked> {
     bail_if_interrupted()?;
     let what = display(cmd);
+    if group {
+        cmd.process_group(0);
+    }
     let child = cmd.spawn().with_context(|| format!("starting `{what}`"))?;
-    CHILDREN.lock().expect("child registry poisoned").push(child.id());
-    Ok(Tracked { child, what })
+    let t = Tracked { child, what, group };
+    CHILDREN.lock().expect("child registry poisoned").push(t.target());
+    Ok(t)
+}
+
+/// Runs `cmd` in its own process group to completion, and stops the whole group (cargo and
+/// the test binaries it started) if it is still running after `limit`: a stuck test then
+/// fails the run in bounded time with its name on screen, instead of hanging CI.
+pub(crate) fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Result<()> {
+    let mut child = spawn_tracked(cmd, true)?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.stop();
+            bail!(
+                "`{}` was still running after {} min and was stopped; the test cargo reported \
+                 as \"running for over 60 seconds\" above is the one that hangs",
+                child.what,
+                limit.as_secs() / 60
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bail_if_interrupted()?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", child.what);
+    }
+    Ok(())
 }
 
 /// Runs `cmd` to completion and fails, naming the command, unless it exits 0.
@@ -101,7 +141,7 @@ impl Tracked {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        signal(self.child.id(), Signal::SIGTERM);
+        self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -109,25 +149,29 @@ impl Tracked {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        self.signal(Signal::SIGKILL);
         let _ = self.child.wait();
+    }
+
+    /// The pid to signal: negative for a process group.
+    fn target(&self) -> i32 {
+        let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
+        if self.group { -pid } else { pid }
+    }
+
+    fn signal(&self, sig: Signal) {
+        // The child may already be gone; there is nothing useful to do about ESRCH.
+        let _ = kill(Pid::from_raw(self.target()), sig);
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.stop();
-        let id = self.child.id();
+        let target = self.target();
         if let Ok(mut children) = CHILDREN.lock() {
-            children.retain(|&pid| pid != id);
+            children.retain(|&pid| pid != target);
         }
-    }
-}
-
-fn signal(pid: u32, sig: Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // The child may already be gone; there is nothing useful to do about ESRCH.
-        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 

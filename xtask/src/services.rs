@@ -12,6 +12,7 @@
 //! - `GALEN_TEST_RUNTIME_DIR`: the temporary directory, for scratch files that must outlive
 //!   one test but not the run.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
 use crate::process::{self, Tracked};
@@ -112,6 +113,11 @@ fn start_swtpm(dir: &Path) -> Result<(Tracked, String)> {
             if let Some(status) = child.try_wait()? {
                 bail!("swtpm exited ({status})");
             }
+            // Whoever answers must be our swtpm, not one that won the race for the port.
+            let pid = child.child_mut().id();
+            if !(listens(pid, port) && listens(pid, port + 1)) {
+                return Ok(Err(anyhow!("swtpm does not hold ports {port} and {} yet", port + 1)));
+            }
             Ok(tpm_getrandom(&tcti).map(drop))
         });
         match ready {
@@ -120,6 +126,26 @@ fn start_swtpm(dir: &Path) -> Result<(Tracked, String)> {
         }
     }
     Err(last_error.expect("at least one attempt").context("starting swtpm"))
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (from /proc).
+fn listens(pid: u32, port: u16) -> bool {
+    let owned: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address, st (0A = LISTEN), inode
+        f.len() > 9 && f[1] == local && f[3] == "0A" && owned.contains(f[9])
+    })
 }
 
 /// A port P such that P and P + 1 were both free a moment ago.

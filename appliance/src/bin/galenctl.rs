@@ -151,9 +151,13 @@ enum BatchCmd {
     /// Follow a batch with a progress bar until it ends or waits for someone.
     Watch {
         id: String,
-        /// Also return when the batch waits for this phase (e.g. a manual step).
+        /// Also return when the batch reaches this phase.
         #[arg(long)]
         until_phase: Option<String>,
+        /// Also return when the batch waits for the operator (a scan, a hand-weighed
+        /// addition, a cleaning step), printing what to do.
+        #[arg(long)]
+        until_operator: bool,
     },
     /// The performer signs the record (e-signature).
     Sign {
@@ -362,10 +366,13 @@ async fn status(c: &Client) -> Result<()> {
     let temp: f64 = c.property("TemperatureCelsius").await?;
     let alarms: Vec<String> = c.property("Alarms").await?;
     let down: Vec<String> = c.property("LinksDown").await?;
+    let instruction: String = c.property("Instruction").await?;
+    let notice: String = c.property("Notice").await?;
     let v = serde_json::json!({
         "batch": batch, "state": state, "phase": phase, "progress": progress,
         "weight_g": weight.is_finite().then_some(weight),
         "temperature_c": temp.is_finite().then_some(temp),
+        "instruction": instruction, "notice": notice,
         "alarms": alarms, "links_down": down,
     });
     c.print(&v, || {
@@ -379,6 +386,12 @@ async fn status(c: &Client) -> Result<()> {
             num(weight, "g"),
             num(temp, "°C"),
         );
+        if !instruction.is_empty() {
+            s.push_str(&format!("\nnow          {instruction}"));
+        }
+        if !notice.is_empty() {
+            s.push_str(&format!("\nrefused      {notice}"));
+        }
         for a in &alarms {
             s.push_str(&format!("\nALARM        {a}"));
         }
@@ -521,7 +534,9 @@ async fn batch(c: &Client, cmd: BatchCmd) -> Result<u8> {
         BatchCmd::Abort { id } => {
             c.call::<_, ()>(I, "Abort", &(&id,)).await.map(|()| done("abort asked", &id))?
         }
-        BatchCmd::Watch { id, until_phase } => return watch(c, &id, until_phase.as_deref()).await,
+        BatchCmd::Watch { id, until_phase, until_operator } => {
+            return watch(c, &id, until_phase.as_deref(), until_operator).await;
+        }
         BatchCmd::Sign { id } => {
             c.call::<_, ()>(I, "Sign", &(&id, c.pin()?)).await?;
             done("signed (performed by)", &id);
@@ -584,12 +599,18 @@ impl Bar {
     }
 }
 
-async fn watch(c: &Client, id: &str, until_phase: Option<&str>) -> Result<u8> {
+async fn watch(
+    c: &Client,
+    id: &str,
+    until_phase: Option<&str>,
+    until_operator: bool,
+) -> Result<u8> {
     let props =
         zbus::fdo::PropertiesProxy::builder(&c.conn).destination(NAME)?.path(PATH)?.build().await?;
     let mut changes = props.receive_properties_changed().await?;
     let mut bar = Bar { tty: std::io::stderr().is_terminal(), last: String::new() };
     let mut alarms_seen: Vec<String> = Vec::new();
+    let mut notice_seen = String::new();
     loop {
         let batch: String = c.property("BatchId").await?;
         let state: String = c.property("State").await?;
@@ -599,22 +620,36 @@ async fn watch(c: &Client, id: &str, until_phase: Option<&str>) -> Result<u8> {
         let weight: f64 = c.property("WeightGrams").await?;
         let temp: f64 = c.property("TemperatureCelsius").await?;
         let alarms: Vec<String> = c.property("Alarms").await?;
+        let instruction: String = c.property("Instruction").await?;
+        let notice: String = c.property("Notice").await?;
         if batch == id {
             bar.show(&phase, pos, progress, weight, temp);
             for a in alarms.iter().filter(|a| !alarms_seen.contains(a)) {
                 eprintln!("\nALARM: {a}");
             }
             alarms_seen = alarms;
-            let waiting = until_phase.is_some_and(|p| p == phase);
+            if !notice.is_empty() && notice != notice_seen {
+                eprintln!("\nREFUSED: {notice}");
+            }
+            notice_seen = notice;
+            let waiting = until_phase.is_some_and(|p| p == phase)
+                || (until_operator && state == "Running" && !instruction.is_empty());
             if waiting || matches!(state.as_str(), "Complete" | "Held" | "Stopped" | "Aborted") {
                 if bar.tty {
                     eprintln!();
                 }
-                c.print(&serde_json::json!({"batch": id, "state": state, "phase": phase}), || {
-                    format!(
+                let v = serde_json::json!({
+                    "batch": id, "state": state, "phase": phase, "instruction": instruction,
+                });
+                c.print(&v, || {
+                    let mut s = format!(
                         "{id}: {state}{}",
                         if phase.is_empty() { String::new() } else { format!(", phase {phase}") }
-                    )
+                    );
+                    if !instruction.is_empty() {
+                        s.push_str(&format!("\nnow: {instruction}"));
+                    }
+                    s
                 });
                 return Ok(if waiting || state == "Complete" { 0 } else { 5 });
             }

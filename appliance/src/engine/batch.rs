@@ -231,6 +231,31 @@ impl Batch {
         self.setpoint
     }
 
+    /// What the operator must do now for the batch to go on, in words for the screen; `None`
+    /// while the unit works on its own. For display only: nothing decides on it.
+    pub fn instruction(&self) -> Option<String> {
+        match self.state {
+            State::Held => {
+                return Some(
+                    "Held: deal with the cause, acknowledge the alarm, then resume or abort".into(),
+                );
+            }
+            State::Running => {}
+            _ => return None,
+        }
+        match self.current_phase()? {
+            Planned::Scan { material, .. } => {
+                Some(format!("Scan the {material} container (lot and expiry)"))
+            }
+            Planned::ManualDispense { material, target_g, tolerance_g, .. } => Some(format!(
+                "Add {target_g:.3} g of {material} onto the balance (± {tolerance_g:.3} g), wait \
+                 until it is stable, then confirm"
+            )),
+            Planned::Clean { instruction, .. } => Some(format!("{instruction}, then confirm")),
+            _ => None,
+        }
+    }
+
     /// How far the current phase has got, from 0 to 1. For display only: nothing decides on it.
     pub fn progress(&self, now: Duration) -> f64 {
         let frac = |done: f64, total: f64| {
@@ -884,6 +909,7 @@ mod tests {
         let out = batch.handle(Event::Operator(Command::Hold), t);
         assert_eq!(&out[..2], &[Output::StopAllPumps, Output::HeaterOff]);
         batch.handle(Event::OutputsSettled, t);
+        assert!(batch.instruction().is_some_and(|i| i.starts_with("Held: ")));
         batch.handle(Event::Operator(Command::Abort), t);
         let out = batch.handle(Event::OutputsSettled, t);
         assert_eq!(out[0], Output::State { from: State::Aborting, to: State::Aborted });
@@ -902,7 +928,15 @@ mod tests {
         let s = Duration::from_secs;
         let weigh =
             |b: &mut Batch, t, g, stable| b.handle(Event::Balance { grams: Some(g), stable }, s(t));
+        assert_eq!(batch.instruction(), None, "nothing to do before the start");
         batch.handle(Event::Operator(Command::Start), s(0));
+        assert_eq!(
+            batch.instruction().as_deref(),
+            Some(
+                "Add 0.980 g of azathioprine onto the balance (± 0.005 g), wait until it is \
+                 stable, then confirm"
+            )
+        );
         weigh(&mut batch, 1, 120.0, true);
         weigh(&mut batch, 2, 120.5, false);
         let moving = batch.handle(Event::Confirmed, s(2));
@@ -920,6 +954,7 @@ mod tests {
         let ok = batch.handle(Event::Confirmed, s(4));
         assert!(ok.iter().any(|o| matches!(o, Output::PhaseDone { result, .. } if result.starts_with("0.9820 g of azathioprine"))), "{ok:?}");
         assert_eq!(batch.state(), State::Complete);
+        assert_eq!(batch.instruction(), None, "nothing left to do");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Live {
     pub stable: bool,
     pub temperature_c: Option<f64>,
     pub setpoint_c: Option<f64>,
+    /// What the operator must do now for the batch to go on (empty: nothing).
+    pub instruction: String,
+    /// Why the operator's last command at this step was refused (empty: it was not).
+    pub notice: String,
     /// Alarms of the current batch that are not yet acknowledged, newest last.
     pub alarms: Vec<String>,
     /// Devices whose link is down.

@@ -217,9 +217,17 @@ impl<C: WallClock> Run<C> {
             l.phase_count = batch.plan().len();
             l.progress = batch.progress(now);
             l.setpoint_c = batch.setpoint();
+            let instruction = batch.instruction().unwrap_or_default();
+            if instruction != l.instruction {
+                // A refusal belongs to the step it answered.
+                l.notice.clear();
+                l.instruction = instruction;
+            }
             for o in outputs {
-                if let Output::Alarm { text, .. } = o {
-                    l.alarms.push(text.clone());
+                match o {
+                    Output::Alarm { text, .. } => l.alarms.push(text.clone()),
+                    Output::Refused { text } => l.notice.clone_from(text),
+                    _ => {}
                 }
             }
         });

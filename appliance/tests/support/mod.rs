@@ -46,7 +46,9 @@ impl SwTpm {
                 if child.try_wait().unwrap().is_some() {
                     break; // lost a race for the port: try another
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Not "something answers on the port": another test's swtpm may have won the
+                // race for it, and a second client of a swtpm waits forever.
+                if listens(child.id(), port) && listens(child.id(), port + 1) {
                     return Self {
                         child,
                         state: state.to_path_buf(),
@@ -128,6 +130,26 @@ impl Rig {
         copy_dir(state, &current);
         self.tpm = Some(SwTpm::start(&current));
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let owned: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address, st (0A = LISTEN), inode
+        f.len() > 9 && f[1] == local && f[3] == "0A" && owned.contains(f[9])
+    })
 }
 
 /// A port P such that P and P + 1 were free a moment ago.
