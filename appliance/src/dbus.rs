@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use galen_record::UtcMillis;
 use tokio::sync::watch;
+use zbus::connection::Builder;
 use zbus::message::Header;
 use zbus::object_server::{InterfaceRef, SignalEmitter};
 use zbus::{Connection, interface};
@@ -582,57 +583,76 @@ impl UnitApi {
     async fn alarm(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
 }
 
-/// Connects to `bus`: `system`, `session`, or a D-Bus address (a private bus).
-pub async fn connect(bus: &str) -> zbus::Result<Connection> {
+/// A connection builder for `bus`: `system`, `session`, or a D-Bus address (a private bus).
+pub fn builder(bus: &str) -> zbus::Result<Builder<'static>> {
     match bus {
-        "system" => Connection::system().await,
-        "session" => Connection::session().await,
-        address => zbus::connection::Builder::address(address)?.build().await,
+        "system" => Builder::system(),
+        "session" => Builder::session(),
+        address => Builder::address(address),
     }
 }
 
-/// Serves the API on `conn` at [`PATH`]. `peer` names the other end of a peer-to-peer
-/// connection; on a bus it is `None` and the sender's unique name identifies the caller.
-///
-/// Live signals go out only on a bus, where the daemon routes them to the clients that asked
-/// (match rules). A peer-to-peer client has no way to ask, and a zbus client that does not
-/// drain unsolicited signals stops reading replies once its queue is full; it reads the
-/// `Unit1` properties when it wants them.
-pub async fn serve(conn: &Connection, svc: Arc<Service>, peer: Option<String>) -> zbus::Result<()> {
-    let on_bus = peer.is_none();
+/// Connects to `bus` as a client (see [`builder`]).
+pub async fn connect(bus: &str) -> zbus::Result<Connection> {
+    builder(bus)?.build().await
+}
+
+/// Adds the API's interfaces at [`PATH`] to a connection that is not yet built. zbus then has
+/// its object server listening before the first message is read, so a call that arrives the
+/// instant the connection exists is answered; interfaces added after `build` race with it and
+/// such a call is silently dropped (it hung the socket-pair test in CI).
+fn serving(
+    b: Builder<'static>,
+    svc: &Arc<Service>,
+    peer: Option<String>,
+) -> zbus::Result<Builder<'static>> {
     let ctx = Ctx { svc: svc.clone(), peer };
-    let server = conn.object_server();
-    server.at(PATH, SessionApi(ctx.clone())).await?;
-    server.at(PATH, RecipesApi(ctx.clone())).await?;
-    server.at(PATH, BatchesApi(ctx.clone())).await?;
-    server.at(PATH, RecordsApi(ctx.clone())).await?;
-    server.at(PATH, UsersApi(ctx.clone())).await?;
-    server.at(PATH, UnitApi { ctx, live: svc.live() }).await?;
-    if on_bus {
-        let unit = server.interface::<_, UnitApi>(PATH).await?;
-        tokio::spawn(publish_live(unit, svc.live()));
-    }
-    Ok(())
+    b.serve_at(PATH, SessionApi(ctx.clone()))?
+        .serve_at(PATH, RecipesApi(ctx.clone()))?
+        .serve_at(PATH, BatchesApi(ctx.clone()))?
+        .serve_at(PATH, RecordsApi(ctx.clone()))?
+        .serve_at(PATH, UsersApi(ctx.clone()))?
+        .serve_at(PATH, UnitApi { ctx, live: svc.live() })
 }
 
-/// Serves the API on the bus `conn`, claims `name` ([`NAME`] on the appliance; tests sharing
-/// a bus use their own), and ends each session whose connection leaves the bus.
-pub async fn serve_bus(conn: &Connection, svc: Arc<Service>, name: &str) -> zbus::Result<()> {
-    serve(conn, svc.clone(), None).await?;
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+/// Serves the API on `bus` (see [`builder`]), claims `name` ([`NAME`] on the appliance; tests
+/// sharing a bus use their own), sends live signals, and ends each session whose connection
+/// leaves the bus. The name is claimed last, when everything is ready to answer.
+pub async fn serve_bus(bus: &str, svc: Arc<Service>, name: &str) -> zbus::Result<Connection> {
+    let conn = serving(builder(bus)?, &svc, None)?.build().await?;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
     let mut gone = dbus.receive_name_owner_changed().await?;
+    let watcher = svc.clone();
     tokio::spawn(async move {
         while let Some(signal) = gone.next().await {
             let Ok(args) = signal.args() else { continue };
             if args.name().starts_with(':') && args.new_owner().is_none() {
                 let caller = Caller(args.name().to_string());
-                let svc = svc.clone();
+                let svc = watcher.clone();
                 let _ = tokio::task::spawn_blocking(move || svc.disconnected(&caller)).await;
             }
         }
     });
+    let unit = conn.object_server().interface::<_, UnitApi>(PATH).await?;
+    tokio::spawn(publish_live(unit, svc.live()));
     conn.request_name(name.to_owned()).await?;
-    Ok(())
+    Ok(conn)
+}
+
+/// Serves the API to one peer over `stream` (no bus daemon); `peer` names the caller, since a
+/// peer-to-peer message has no sender.
+///
+/// No live signals here: on a bus the daemon routes them to the clients that asked (match
+/// rules), but a peer has no way to ask, and a zbus client that does not drain unsolicited
+/// signals stops reading replies once its queue is full. A peer reads the `Unit1` properties
+/// when it wants them.
+pub async fn serve_peer(
+    stream: tokio::net::UnixStream,
+    svc: Arc<Service>,
+    peer: String,
+) -> zbus::Result<Connection> {
+    let b = Builder::unix_stream(stream).server(zbus::Guid::generate())?.p2p();
+    serving(b, &svc, Some(peer))?.build().await
 }
 
 /// Turns live changes into `PropertiesChanged` and `Alarm` signals, at most every

@@ -161,8 +161,7 @@ async fn transport_bus(a: &Appliance, test: &str) -> Transport {
     let address = std::env::var("GALEN_TEST_DBUS_ADDRESS")
         .expect("run through `cargo xtask test`, which starts a private dbus-daemon");
     let name = format!("org.galen.Test.{test}.P{}", std::process::id());
-    let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
-    dbus::serve_bus(&conn, a.svc.clone(), &name).await.unwrap();
+    let conn = dbus::serve_bus(&address, a.svc.clone(), &name).await.unwrap();
     Transport::Bus { address, name, _server: conn }
 }
 
@@ -189,13 +188,10 @@ impl Client {
             Transport::Peer => {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let (s, c) = tokio::net::UnixStream::pair().unwrap();
-                let guid = zbus::Guid::generate();
-                let server =
-                    zbus::connection::Builder::unix_stream(s).server(guid).unwrap().p2p().build();
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let server = dbus::serve_peer(s, a.svc.clone(), format!("peer-{n}"));
                 let client = zbus::connection::Builder::unix_stream(c).p2p().build();
                 let (server, conn) = tokio::try_join!(server, client).unwrap();
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                dbus::serve(&server, a.svc.clone(), Some(format!("peer-{n}"))).await.unwrap();
                 Client { conn, dest: None, _server: Some(server) }
             }
         }

@@ -180,9 +180,6 @@ async fn run(cli: &Cli) -> Result<()> {
     let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
     let feed = Feed::default();
     tokio::spawn(distribute(observed, live.clone(), feed.clone()));
-    let conn = galen_appliance::dbus::connect(bus)
-        .await
-        .with_context(|| format!("connecting to the {bus} bus"))?;
     let export = match export_to {
         Some(dir) => ExportTarget::Directory(dir.clone()),
         None => ExportTarget::Usb(Udisks::new(
@@ -208,9 +205,9 @@ async fn run(cli: &Cli) -> Result<()> {
         feed,
         tokio::runtime::Handle::current(),
     ));
-    galen_appliance::dbus::serve_bus(&conn, service.clone(), bus_name)
+    let conn = galen_appliance::dbus::serve_bus(bus, service.clone(), bus_name)
         .await
-        .with_context(|| format!("claiming {bus_name} on the {bus} bus"))?;
+        .with_context(|| format!("serving {bus_name} on the {bus} bus"))?;
     // Handlers before READY: a stop that comes right after must still end cleanly.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
