@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use galen_appliance::dbus::{self, PATH};
-use galen_appliance::engine::plan::Pumps;
 use galen_appliance::records::NewUser;
 use galen_appliance::records::users::{Action, Role, permits};
 use galen_appliance::service::{Config, ExportTarget, Service};
 use galen_appliance::supervisor::live::{Feed, Live, distribute};
 use galen_appliance::supervisor::runtime::SystemClock;
-use galen_appliance::supervisor::start_devices;
+use galen_appliance::supervisor::{instruments, start_devices};
+use galen_hil::plant::PlantConfig;
+use galen_hil::plant::config::BalanceConfig;
 use galen_hil::rig::{Rig, RigConfig};
 use galen_recipes::model::Version;
 use galen_recipes::tuf::intake::Intake;
@@ -115,7 +116,9 @@ async fn appliance() -> Appliance {
     let records = Arc::new(Mutex::new(store));
     let dir = tempfile::tempdir().unwrap();
     let (repo, root) = repository(dir.path()).await;
-    let rig = Rig::start(RigConfig::default(), &dir.path().join("rig")).unwrap();
+    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
+    let rig =
+        Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig")).unwrap();
     let intake = Intake::new(
         root,
         dir.path().join("recipes"),
@@ -131,7 +134,7 @@ async fn appliance() -> Appliance {
     let exports = dir.path().join("exports");
     let config = Config {
         site: support::DEVICE.into(),
-        pumps: Pumps { syringe_max_ml_min: Some(20.0), peristaltic_max_ml_min: Some(60.0) },
+        instruments: instruments(rig.unit()),
         speed: 1.0,
         export: ExportTarget::Directory(exports.clone()),
     };

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use galen_devices::config::Simulation;
+use galen_hil::plant::PlantConfig;
+use galen_hil::plant::config::BalanceConfig;
 use galen_hil::rig::{DEVICES, Rig, RigConfig};
 use galen_hil::scenario::Scenario;
 use tokio::signal::unix::{SignalKind, signal};
@@ -116,7 +118,10 @@ async fn rig(dir: Option<PathBuf>, speed: f64) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let (dir, _temp) = rig_dir(dir)?;
-    let rig = Rig::start(RigConfig { speed, ..RigConfig::default() }, &dir)?;
+    // The unit an engineer or the demo drives stands in for a real one: it carries the balance
+    // the example recipes are signed for, or the supervisor rightly refuses to run them.
+    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
+    let rig = Rig::start(RigConfig { speed, plant, ..RigConfig::default() }, &dir)?;
     println!("unit file: {}", rig.unit_path().display());
     for device in DEVICES {
         let pty = rig.pty(device)?.map(|p| p.display().to_string()).unwrap_or_default();

@@ -5,13 +5,30 @@
 //! output is, and what does not exist yet. Output goes to `target/galen-demo/`, replaced on
 //! every run.
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
 
 use crate::services::Services;
 use crate::{cargo, process, setup, workspace_root};
+
+/// Plant seconds per real second: the recipe's ten-minute mix takes one.
+const SPEED: u32 = 10;
+
+/// The people at the appliance: (user, name, role, PIN). Demo PINs, printed on purpose.
+const PEOPLE: [(&str, &str, &str, &str); 4] = [
+    ("ada", "Ada Lovelace", "pharmacist", "111111"),
+    ("vic", "Victor Second", "verifier", "222222"),
+    ("quinn", "Quinn Release", "qa", "333333"),
+    ("ida", "Ida Inspector", "inspector", "444444"),
+];
+const ADMIN_PIN: &str = "271828";
+const RECIPE: &str = "azathioprine-oral-suspension";
 
 /// Prints one numbered step of the tour.
 struct Steps {
@@ -34,14 +51,14 @@ pub(crate) fn run() -> Result<()> {
         std::fs::remove_dir_all(&out).context("clearing target/galen-demo")?;
     }
     std::fs::create_dir_all(&out)?;
-    let mut steps = Steps { total: 9, done: 0 };
+    let mut steps = Steps { total: 13, done: 0 };
 
     steps.next("Install what the appliance needs (Debian packages)");
     setup::run(setup::Mode::Install)?;
 
     steps.next("Build the workspace");
-    process::run(cargo().args(["build", "--workspace", "--bins", "--examples", "--quiet"]))?;
-    println!("    built every crate, binary and example");
+    process::run(cargo().args(["build", "--workspace", "--bins", "--quiet"]))?;
+    println!("    built every crate and binary");
 
     steps.next("Start a software TPM and a private D-Bus daemon in a temporary directory");
     let services = Services::start()?;
@@ -50,9 +67,12 @@ pub(crate) fn run() -> Result<()> {
     println!("    private D-Bus daemon   {}", services.dbus_address);
     println!("      answered org.freedesktop.DBus.GetId with {}", services.bus_id()?);
 
-    steps
-        .next("Drive a simulated unit's instruments over real serial framing (ptys), with physics");
-    let rig = instruments(&out.join("rig"))?;
+    steps.next(&format!(
+        "Start a simulated unit (instruments on ptys, real serial framing, physics at {SPEED}x) \
+         and drive it by hand"
+    ));
+    let mut rig = Rig::start(&out.join("rig"))?;
+    instruments(&out.join("rig"))?;
 
     steps.next("The manufacturer lints, signs and publishes the example recipes (TUF)");
     let maker = out.join("manufacturer");
@@ -60,40 +80,74 @@ pub(crate) fn run() -> Result<()> {
     let (keys, repo) = (maker.join("keys"), maker.join("repo"));
     manufacturer(&root, &examples, &keys, &repo)?;
 
-    steps.next("Commission the appliance and run its supervisor against the simulated unit");
-    supervisor(&out, &services.tpm_tcti, &services.dbus_address, &keys.join("root.json"))?;
-    drop(rig);
+    steps.next("Commission the appliance and start its supervisor, applianced, on the unit");
+    let mut daemon = Daemon::start(&out, &services, &keys.join("root.json"))?;
+    let ctl = Ctl { bin: root.join("target/debug/galenctl"), bus: services.dbus_address.clone() };
+
+    steps.next("The administrator adds the people who will work at the appliance");
+    for (user, name, role, pin) in PEOPLE {
+        ctl.show_with(
+            "admin",
+            &["users", "add", user, "--name", name, "--role", role, "--reason", "new staff"],
+            &[("GALEN_NEW_PIN", pin)],
+        )?;
+    }
+
+    steps.next("QA installs the signed recipes from the manufacturer's stick and activates one");
+    ctl.show("quinn", &["recipes", "install", &repo.display().to_string()])?;
+    ctl.show("quinn", &["recipes", "activate", RECIPE])?;
+    ctl.show("ada", &["recipes", "list"])?;
 
     steps.next(
-        "The appliance installs the verified recipes, records a personalised batch sealed by its \
-         TPM, and exports it for an inspector",
+        "A pharmacist enters the patient and the lab's TPMT result; a second person verifies",
     );
-    process::run(
-        cargo()
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "galen-appliance",
-                "--example",
-                "demo_batch_record",
-                "--",
-            ])
-            .arg(&services.tpm_tcti)
-            .arg(&out)
-            .arg(&repo)
-            .arg(keys.join("root.json"))
-            .arg(examples.join("lab/tpmt-intermediate.tsv")),
-    )?;
-    let bundle = out.join("stick/GALEN-EXPORT-B-20261121-001");
+    let lab = examples.join("lab/tpmt-intermediate.tsv").display().to_string();
+    let patient = [
+        "--recipe",
+        RECIPE,
+        "--patient-id",
+        "P-0001",
+        "--weight-kg",
+        "35",
+        "--age-years",
+        "10",
+        "--lab-file",
+        &lab,
+    ];
+    let preview: Vec<&str> = ["batch", "preview"].into_iter().chain(patient).collect();
+    ctl.show("ada", &preview)?;
+    let create: Vec<&str> = ["batch", "create"].into_iter().chain(patient).collect();
+    let created = ctl.json("ada", &create)?;
+    let id = created["batch"].as_str().context("batch create printed no id")?.to_owned();
+    println!(
+        "    $ galenctl -u ada batch create {}",
+        patient.join(" ").replace(&*root.display().to_string(), ".")
+    );
+    println!("      created {id}");
+    ctl.show("vic", &["batch", "verify", &id])?;
 
-    steps.next("Verify the export off the appliance, as an inspector would");
+    steps.next("The batch runs on the unit; the pharmacist does what the screen asks");
+    ctl.show("ada", &["batch", "start", &id])?;
+    operate(&ctl, &mut rig, &id)?;
+
+    steps.next("The pharmacist signs the record; QA releases the batch and prints its label");
+    let labels = out.join("labels");
+    ctl.show("ada", &["batch", "sign", &id])?;
+    ctl.show("quinn", &["batch", "release", &id, "--label-dir", &labels.display().to_string()])?;
+
+    steps.next("An inspector exports the record and verifies it off the appliance");
+    let export = ctl.json("ida", &["records", "export", "--batch", &id])?;
+    let bundle =
+        PathBuf::from(export["location"].as_str().context("the export named no location")?);
+    println!("    $ galenctl -u ida records export --batch {id}");
+    println!(
+        "      exported {} entries to {}",
+        export["entries"],
+        bundle.strip_prefix(&root).unwrap_or(&bundle).display()
+    );
     println!("    galen-verify (recomputes the whole chain, checks the TPM signatures):");
-    let report = process::output(
-        cargo()
-            .args(["run", "--quiet", "-p", "galen-record", "--bin", "galen-verify", "--"])
-            .arg(&bundle),
-    )?;
+    let report =
+        process::output(Command::new(root.join("target/debug/galen-verify")).arg(&bundle))?;
     for line in report.lines() {
         println!("      {line}");
     }
@@ -101,30 +155,238 @@ pub(crate) fn run() -> Result<()> {
     follow_verify_txt(&bundle)?;
 
     steps.next("Stop everything that was started");
+    daemon.stop()?;
+    drop(rig);
     let dir = services.dir().to_path_buf();
     drop(services);
-    println!("    stopped swtpm and dbus-daemon; removed {}", dir.display());
+    println!("    stopped the unit, swtpm and dbus-daemon; removed {}", dir.display());
 
-    println!("\nWhat ran: a TPMT intermediate metaboliser's azathioprine dose was computed by the");
     println!(
-        "recipe's personalisation rule, recorded in a hash chain MACed with a TPM-sealed key, signed by"
-    );
-    println!(
-        "three people (each re-entering a PIN), sealed by TPM checkpoints, exported and verified."
+        "\nWhat ran: applianced drove a simulated unit over serial while four people worked \
+         through its D-Bus API with galenctl. A TPMT intermediate metaboliser's azathioprine \
+         dose was computed by the manufacturer's signed rule, verified by a second person, \
+         weighed and pumped under closed-loop control, signed, released with a label, and \
+         exported; the record (a hash chain MACed with a TPM-sealed key, sealed by TPM \
+         checkpoints) was verified off the appliance."
     );
     println!("\nWhere to look:");
     println!("    batch record (PDF)   {}", bundle.join("record.pdf").display());
+    println!("    label (PDF, ZPL)     {}", labels.join(format!("{id}-label.pdf")).display());
     println!("    the whole export     {}", bundle.display());
     println!("    record database      {}", out.join("appliance/records.sqlite").display());
+    println!("    applianced's log     {}", out.join("applianced.log").display());
     println!("    signed recipe repo   {}", repo.display());
     println!(
-        "\nNot in this demo yet: applianced now serves its D-Bus API and galenctl drives it \
-         (appliance/tests/api.rs runs a whole batch that way on the simulated unit), but the \
-         batch above is still recorded by a stand-in for the operator; the touchscreen (9) is \
-         not built, and the image (10) is built and boot-tested by `cargo xtask image`, apart \
-         from this demo."
+        "\nNot in this demo yet: the touchscreen (issue 9) is not built; the disk image (issue \
+         10) is built and boot-tested by `cargo xtask image --boot-test`, apart from this demo."
     );
     Ok(())
+}
+
+/// `galenctl` on the demo's private bus, as one person (each call logs in and out).
+struct Ctl {
+    bin: PathBuf,
+    bus: String,
+}
+
+impl Ctl {
+    fn command(&self, user: &str, args: &[&str]) -> Command {
+        let pin = if user == "admin" {
+            ADMIN_PIN
+        } else {
+            PEOPLE.iter().find(|p| p.0 == user).map_or("", |p| p.3)
+        };
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env("GALEN_BUS", &self.bus)
+            .env("GALEN_USER", user)
+            .env("GALEN_PIN", pin)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a command as typed at a shell, and shows it with its output.
+    fn show(&self, user: &str, args: &[&str]) -> Result<String> {
+        self.show_with(user, args, &[])
+    }
+
+    fn show_with(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+        let here = workspace_root().display().to_string();
+        let typed: Vec<String> = args
+            .iter()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { (*a).to_owned() })
+            .collect();
+        println!("    $ galenctl -u {user} {}", typed.join(" ").replace(&here, "."));
+        let mut cmd = self.command(user, args);
+        cmd.envs(env.iter().copied());
+        let out = process::output(&mut cmd)?;
+        for line in out.lines() {
+            println!("      {}", line.replace(&here, "."));
+        }
+        Ok(out)
+    }
+
+    /// Runs a command with `--json` and returns what it printed.
+    fn json(&self, user: &str, args: &[&str]) -> Result<Value> {
+        let mut cmd = self.command(user, args);
+        cmd.arg("--json");
+        let out = process::output(&mut cmd)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("galenctl {} printed {out:?}", args.join(" ")))
+    }
+
+    /// `batch watch --until-operator`, its progress on the terminal.
+    fn watch(&self, user: &str, id: &str) -> Result<Value> {
+        let mut cmd = self.command(user, &["batch", "watch", id, "--until-operator", "--json"]);
+        cmd.stderr(Stdio::inherit());
+        let out = cmd.output().context("running galenctl batch watch")?;
+        // Exit 5: the batch ended other than Complete; its state says how.
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "galenctl batch watch ({}) printed {:?}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Polls the unit until `done` holds, up to `within`.
+    fn wait(&self, user: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.json(user, &["status"])?;
+            if done(&status) || Instant::now() > deadline {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Does what the unit asks of the operator until the batch is Complete: scans the labels,
+/// weighs the powder onto the balance by hand (the rig's console), confirms the cleaning.
+fn operate(ctl: &Ctl, rig: &mut Rig, id: &str) -> Result<()> {
+    let lots = [("azathioprine", "AZA-2291"), ("vehicle", "ORA-77")];
+    loop {
+        let w = ctl.watch("ada", id)?;
+        let state = w["state"].as_str().unwrap_or_default();
+        let instruction = w["instruction"].as_str().unwrap_or_default().to_owned();
+        match state {
+            "Complete" => {
+                println!("    {id} is Complete");
+                return Ok(());
+            }
+            "Running" => {}
+            other => {
+                ctl.show("ada", &["status"])?;
+                bail!("the batch stopped as {other}: {instruction}");
+            }
+        }
+        println!("    the screen says: {instruction}");
+        if let Some(rest) = instruction.strip_prefix("Scan the ") {
+            let material = rest.split_whitespace().next().unwrap_or_default();
+            let lot = lots.iter().find(|l| l.0 == material).map_or("LOT-1", |l| l.1);
+            act(ctl, &instruction, &["batch", "scan", id, material, lot, "2030-12-31"])?;
+        } else if let Some(rest) = instruction.strip_prefix("Add ") {
+            // "Add 0.490 g of azathioprine onto the balance ..."
+            let mut words = rest.split_whitespace();
+            let grams = words.next().unwrap_or_default();
+            let material = words.nth(2).unwrap_or_default();
+            println!("    (the pharmacist weighs {grams} g of {material} into the vessel)");
+            println!("      rig> add {material} {grams}");
+            println!("      {}", rig.console(&format!("add {material} {grams}"))?);
+            // A confirm while the pan still moves is refused: wait, as the screen says, and
+            // confirm again.
+            for _ in 0..5 {
+                ctl.wait("ada", Duration::from_secs(20), |s| s["stable"] == true)?;
+                match act(ctl, &instruction, &["batch", "confirm", id])? {
+                    None => break,
+                    Some(n) if n.contains("stable") => std::thread::sleep(Duration::from_secs(1)),
+                    Some(n) => bail!("the hand addition was refused: {n}"),
+                }
+            }
+        } else {
+            println!("    (the pharmacist does it)");
+            act(ctl, &instruction, &["batch", "confirm", id])?;
+        }
+    }
+}
+
+/// Does one operator action and waits until the batch has taken it in (the instruction moves
+/// on), so the next watch sees the next step. Returns the refusal, if it was refused.
+fn act(ctl: &Ctl, instruction: &str, args: &[&str]) -> Result<Option<String>> {
+    let before = ctl.json("ada", &["status"])?["notice"].clone();
+    ctl.show("ada", args)?;
+    let s = ctl.wait("ada", Duration::from_secs(10), |s| {
+        s["instruction"].as_str() != Some(instruction) || s["notice"] != before
+    })?;
+    match s["notice"].as_str().filter(|n| !n.is_empty()) {
+        Some(notice) if s["instruction"].as_str() == Some(instruction) => {
+            println!("    refused: {notice}");
+            Ok(Some(notice.to_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The simulated unit (`hil rig`), with its console on our end of a pipe.
+struct Rig {
+    _child: process::Tracked,
+    stdin: ChildStdin,
+    answers: mpsc::Receiver<String>,
+}
+
+impl Rig {
+    fn start(dir: &Path) -> Result<Rig> {
+        let mut child = process::spawn(
+            Command::new(workspace_root().join("target/debug/hil"))
+                .args(["rig", "--speed", &SPEED.to_string(), "--dir"])
+                .arg(dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )?;
+        let stdin = child.child_mut().stdin.take().context("the rig's stdin")?;
+        let stdout = child.child_mut().stdout.take().context("the rig's stdout")?;
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            // The plant's own chatter is for a person at the rig; the console answers are ours.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if (line.starts_with("ok") || line.starts_with("error:")) && tx.send(line).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let unit = dir.join("unit.toml");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !unit.exists() {
+            if Instant::now() > deadline {
+                bail!("`hil rig` did not write {}", unit.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("    simulated unit running at {SPEED}x; its unit file is {}", unit.display());
+        for dev in ["balance", "syringe", "peristaltic", "heater"] {
+            let link = dir.join(dev);
+            let pty =
+                std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_default();
+            println!("      {dev:<12} {} -> {pty}", link.display());
+        }
+        Ok(Rig { _child: child, stdin, answers })
+    }
+
+    /// One console command and its answer.
+    fn console(&mut self, command: &str) -> Result<String> {
+        writeln!(self.stdin, "{command}").context("writing to the rig's console")?;
+        let answer = self
+            .answers
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("the rig did not answer `{command}`"))?;
+        if answer.starts_with("error:") {
+            bail!("the rig refused `{command}`: {answer}");
+        }
+        Ok(answer)
+    }
 }
 
 /// What the manufacturer does with the `recipe` tool: lint, make keys, publish, verify.
@@ -159,32 +421,10 @@ fn manufacturer(root: &Path, examples: &Path, keys: &Path, repo: &Path) -> Resul
     Ok(())
 }
 
-/// Starts the simulated unit (`hil rig`: the emulators on ptys, bound to one physics model)
-/// and drives it with the service tool the way an engineer at the unit would.
-fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
+/// Drives the simulated unit with the service tool the way an engineer at the unit would.
+fn instruments(rig_dir: &Path) -> Result<()> {
     let bin = |name: &str| workspace_root().join("target/debug").join(name);
-    let rig = process::spawn(
-        Command::new(bin("hil"))
-            .args(["rig", "--dir"])
-            .arg(rig_dir)
-            // The rig reads console commands on stdin; the demo's terminal is not for it.
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null()),
-    )?;
     let unit = rig_dir.join("unit.toml");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !unit.exists() {
-        if std::time::Instant::now() > deadline {
-            bail!("`hil rig` did not write {}", unit.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    println!("    simulated unit running; its unit file is {}", unit.display());
-    for dev in ["balance", "syringe", "peristaltic", "heater"] {
-        let link = rig_dir.join(dev);
-        let pty = std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_default();
-        println!("      {dev:<12} {} -> {pty}", link.display());
-    }
     let config = unit.display().to_string();
     let devices = |args: &[&str]| -> Result<String> {
         let mut cmd = Command::new(bin("devices"));
@@ -207,7 +447,7 @@ fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
                     return Ok(out);
                 }
                 Err(e) if format!("{e:#}").contains("not stable") => {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(e) => return Err(e),
             }
@@ -226,72 +466,96 @@ fn instruments(rig_dir: &Path) -> Result<process::Tracked> {
     println!(
         "    10 mL of water went from the reservoir into the vessel; the balance saw it arrive"
     );
-    Ok(rig)
+    Ok(())
 }
 
-/// `applianced commission`, then `applianced run` against the rig until SIGTERM.
-fn supervisor(out: &Path, tcti: &str, bus: &str, trusted_root: &Path) -> Result<()> {
-    use std::io::{BufRead as _, Write as _};
-    let appliance = out.join("appliance");
-    let base = |cmd: &mut Command| {
-        cmd.arg("--db")
-            .arg(appliance.join("records.sqlite"))
-            .arg("--keys")
-            .arg(appliance.join("keys"))
-            .args(["--tcti", tcti, "--device-id", "galen-demo-0001"])
-            .env("RUST_LOG", "warn");
-    };
-    let applianced = workspace_root().join("target/debug/applianced");
-    println!("    $ applianced commission --admin admin --name 'Alan Admin'   (PIN on stdin)");
-    let mut cmd = Command::new(&applianced);
-    base(&mut cmd);
-    cmd.args(["commission", "--admin", "admin", "--name", "Alan Admin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = process::spawn(&mut cmd)?;
-    writeln!(child.child_mut().stdin.take().context("stdin")?, "271828")?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut child.child_mut().stdout.take().context("stdout")?,
-        &mut text,
-    )?;
-    if !child.wait()?.success() {
-        bail!("applianced commission failed");
+/// `applianced run`, in the background for the rest of the demo.
+struct Daemon {
+    child: process::Tracked,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// `applianced commission`, then `applianced run` against the rig until [`Daemon::stop`].
+    fn start(out: &Path, services: &Services, trusted_root: &Path) -> Result<Daemon> {
+        let appliance = out.join("appliance");
+        let base = |cmd: &mut Command| {
+            cmd.arg("--db")
+                .arg(appliance.join("records.sqlite"))
+                .arg("--keys")
+                .arg(appliance.join("keys"))
+                .args(["--tcti", &services.tpm_tcti, "--device-id", "galen-demo-0001"])
+                .env("RUST_LOG", "info");
+        };
+        let applianced = workspace_root().join("target/debug/applianced");
+        println!("    $ applianced commission --admin admin --name 'Alan Admin'   (PIN on stdin)");
+        let mut cmd = Command::new(&applianced);
+        base(&mut cmd);
+        cmd.args(["commission", "--admin", "admin", "--name", "Alan Admin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = process::spawn(&mut cmd)?;
+        writeln!(child.child_mut().stdin.take().context("stdin")?, "{ADMIN_PIN}")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut child.child_mut().stdout.take().context("stdout")?,
+            &mut text,
+        )?;
+        if !child.wait()?.success() {
+            bail!("applianced commission failed");
+        }
+        for line in text.lines() {
+            println!("      {line}");
+        }
+        println!(
+            "    $ applianced run --unit rig/unit.toml --trusted-root manufacturer/keys/root.json \\\n          --bus <private D-Bus> --export-to stick   (log: applianced.log)"
+        );
+        let log = std::fs::File::create(out.join("applianced.log"))?;
+        let mut cmd = Command::new(&applianced);
+        base(&mut cmd);
+        cmd.args(["run", "--unit"])
+            .arg(out.join("rig/unit.toml"))
+            .arg("--trusted-root")
+            .arg(trusted_root)
+            .arg("--recipes")
+            .arg(appliance.join("recipes"))
+            .args(["--bus", &services.dbus_address, "--export-to"])
+            .arg(out.join("stick"))
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = process::spawn(&mut cmd)?;
+        let stdout = child.child_mut().stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = lines.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+            anyhow!("applianced did not get ready; see {}/applianced.log", out.display())
+        })?;
+        println!("      {ready}");
+        Ok(Daemon { child, lines })
     }
-    for line in text.lines() {
-        println!("      {line}");
+
+    /// SIGTERM, as systemd stops it: the final checkpoint, then a clean exit.
+    fn stop(&mut self) -> Result<()> {
+        println!("    sending applianced SIGTERM, as systemd does on stop");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.child_mut().id())?),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let status = self.child.wait()?;
+        for line in self.lines.try_iter() {
+            println!("      {line}");
+        }
+        if !status.success() {
+            bail!("applianced did not stop cleanly ({status})");
+        }
+        Ok(())
     }
-    println!(
-        "    $ applianced run --unit rig/unit.toml --trusted-root manufacturer/keys/root.json \\\n          --bus <private D-Bus> --export-to exports"
-    );
-    let mut cmd = Command::new(&applianced);
-    base(&mut cmd);
-    cmd.args(["run", "--unit"])
-        .arg(out.join("rig/unit.toml"))
-        .arg("--trusted-root")
-        .arg(trusted_root)
-        .arg("--recipes")
-        .arg(appliance.join("recipes"))
-        .args(["--bus", bus, "--export-to"])
-        .arg(out.join("exports"))
-        .stdout(std::process::Stdio::piped());
-    let mut child = process::spawn(&mut cmd)?;
-    let mut lines =
-        std::io::BufReader::new(child.child_mut().stdout.take().context("stdout")?).lines();
-    let ready = lines.next().context("applianced exited before it was ready")??;
-    println!("      {ready}");
-    println!("    (systemd would now see READY=1; sending SIGTERM as systemd does on stop)");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.child_mut().id())?),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    for line in lines.map_while(Result::ok) {
-        println!("      {line}");
-    }
-    if !child.wait()?.success() {
-        bail!("applianced did not stop cleanly");
-    }
-    Ok(())
 }
 
 /// Runs the `  $ ` commands of VERIFY.txt in the bundle and checks each against its `expect:`.

@@ -14,16 +14,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use galen_appliance::engine::plan::Pumps;
 use galen_appliance::records::{At, FirstAdmin, Integrity, RecordStore};
 use galen_appliance::service::{Config, ExportTarget, Service};
 use galen_appliance::supervisor::live::{Feed, Live, distribute};
 use galen_appliance::supervisor::recovery::recover;
 use galen_appliance::supervisor::runtime::{SystemClock, WallClock};
-use galen_appliance::supervisor::start_devices;
+use galen_appliance::supervisor::{instruments, start_devices};
 use galen_appliance::tpm::{Tpm, TpmConfig};
 use galen_appliance::usb::{UDISKS2, Udisks};
-use galen_devices::config::{DeviceSpec, PumpProtocol, UnitConfig};
+use galen_devices::config::UnitConfig;
 use galen_recipes::model::Version;
 use galen_recipes::tuf::intake::Intake;
 use tokio::signal::unix::{SignalKind, signal};
@@ -187,8 +186,12 @@ async fn run(cli: &Cli) -> Result<()> {
             UDISKS2,
         )),
     };
-    let config =
-        Config { site: cli.device_id.clone(), pumps: pumps(&unit), speed: unit.speed(), export };
+    let config = Config {
+        site: cli.device_id.clone(),
+        instruments: instruments(&unit),
+        speed: unit.speed(),
+        export,
+    };
     if unit.simulation.is_some() {
         tracing::warn!(
             speed = unit.speed(),
@@ -258,18 +261,4 @@ fn resume_policy(
     }
     let (_, _, p) = recipe.phases().find(|(_, _, p)| p.id.as_str() == phase)?;
     serde_json::to_value(p.resume).ok()?.as_str().map(str::to_owned)
-}
-
-/// What the configured pumps can do, for planning.
-fn pumps(unit: &UnitConfig) -> Pumps {
-    let mut pumps = Pumps { syringe_max_ml_min: None, peristaltic_max_ml_min: None };
-    for d in &unit.devices {
-        if let DeviceSpec::Pump { protocol, max_rate_ml_min, .. } = &d.spec {
-            match protocol {
-                PumpProtocol::NewEra(_) => pumps.syringe_max_ml_min = Some(*max_rate_ml_min),
-                PumpProtocol::Wm520(_) => pumps.peristaltic_max_ml_min = Some(*max_rate_ml_min),
-            }
-        }
-    }
-    pumps
 }

@@ -178,15 +178,17 @@ enum RecordCmd {
     Entries { subject: String },
     /// Re-verify the whole chain now.
     Verify,
-    /// Export batches (or a time range) to the stick, with progress.
+    /// Export batches, or every entry in a time range, to the stick, with progress.
     Export {
-        #[arg(long = "batch")]
+        /// A batch to export (repeatable).
+        #[arg(long = "batch", value_name = "ID", required_unless_present = "from")]
         batches: Vec<String>,
-        /// Unix milliseconds, UTC.
-        #[arg(long, default_value_t = 0)]
-        from_ms: i64,
-        #[arg(long, default_value_t = 0)]
-        to_ms: i64,
+        /// Start of the range: a UTC date (2026-11-01) or time (2026-11-01T08:00:00Z).
+        #[arg(long, value_parser = utc_millis, requires = "to", conflicts_with = "batches")]
+        from: Option<i64>,
+        /// End of the range (a date means the end of that day).
+        #[arg(long, value_parser = utc_millis_end)]
+        to: Option<i64>,
     },
 }
 
@@ -363,6 +365,7 @@ async fn status(c: &Client) -> Result<()> {
     let phase: String = c.property("Phase").await?;
     let progress: f64 = c.property("Progress").await?;
     let weight: f64 = c.property("WeightGrams").await?;
+    let stable: bool = c.property("WeightStable").await?;
     let temp: f64 = c.property("TemperatureCelsius").await?;
     let alarms: Vec<String> = c.property("Alarms").await?;
     let down: Vec<String> = c.property("LinksDown").await?;
@@ -370,7 +373,7 @@ async fn status(c: &Client) -> Result<()> {
     let notice: String = c.property("Notice").await?;
     let v = serde_json::json!({
         "batch": batch, "state": state, "phase": phase, "progress": progress,
-        "weight_g": weight.is_finite().then_some(weight),
+        "weight_g": weight.is_finite().then_some(weight), "stable": stable,
         "temperature_c": temp.is_finite().then_some(temp),
         "instruction": instruction, "notice": notice,
         "alarms": alarms, "links_down": down,
@@ -383,7 +386,7 @@ async fn status(c: &Client) -> Result<()> {
             if state.is_empty() { "—" } else { &state },
             if phase.is_empty() { "—" } else { &phase },
             progress * 100.0,
-            num(weight, "g"),
+            num(weight, "g") + if stable { " (stable)" } else { "" },
             num(temp, "°C"),
         );
         if !instruction.is_empty() {
@@ -464,8 +467,10 @@ fn patient(p: &PatientArgs) -> Result<PatientCall> {
 
 fn calculation_text(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    let mut s = v["text"].as_str().unwrap_or(json).to_owned();
-    if let Some(list) = v["second_person"].as_array().filter(|l| !l.is_empty()) {
+    let mut s = v["text"].as_str().unwrap_or(json).trim_end().to_owned();
+    if let Some(list) = v["second_person"].as_array().filter(|l| !l.is_empty())
+        && !s.contains("A second person verifies")
+    {
         let items: Vec<_> = list.iter().filter_map(|x| x.as_str()).collect();
         s.push_str(&format!("\nA second person must verify: {}", items.join(", ")));
     }
@@ -673,7 +678,8 @@ async fn records(c: &Client, cmd: RecordCmd) -> Result<()> {
                 )
             });
         }
-        RecordCmd::Export { batches, from_ms, to_ms } => {
+        RecordCmd::Export { batches, from, to } => {
+            let (from_ms, to_ms) = (from.unwrap_or(0), to.unwrap_or(0));
             let rule = zbus::MatchRule::builder()
                 .msg_type(zbus::message::Type::Signal)
                 .interface(I)?
@@ -705,6 +711,29 @@ async fn records(c: &Client, cmd: RecordCmd) -> Result<()> {
     Ok(())
 }
 
+/// A UTC date or timestamp as Unix milliseconds; a date means its first millisecond.
+fn utc_millis(text: &str) -> Result<i64, String> {
+    parse_utc(text, false)
+}
+
+/// As [`utc_millis`], but a date means the first millisecond of the next day.
+fn utc_millis_end(text: &str) -> Result<i64, String> {
+    parse_utc(text, true)
+}
+
+fn parse_utc(text: &str, end_of_day: bool) -> Result<i64, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let date: jiff::civil::Date = text.parse().map_err(|_| {
+        format!("{text:?} is neither a date (2026-11-01) nor a UTC time (2026-11-01T08:00:00Z)")
+    })?;
+    let date = if end_of_day { date.tomorrow().map_err(|e| e.to_string())? } else { date };
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp().as_millisecond())
+        .map_err(|e| e.to_string())
+}
+
 async fn users(c: &Client, cmd: UserCmd) -> Result<()> {
     const I: &str = "org.galen.Users1";
     match cmd {
@@ -733,4 +762,19 @@ async fn users(c: &Client, cmd: UserCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_utc_and_a_closing_date_includes_its_day() {
+        let day = 86_400_000;
+        assert_eq!(utc_millis("1970-01-02"), Ok(day));
+        assert_eq!(utc_millis_end("1970-01-02"), Ok(2 * day));
+        assert_eq!(utc_millis("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(utc_millis_end("1970-01-01T00:00:01Z"), Ok(1000), "a time is exact");
+        assert!(utc_millis("2026-02-30").unwrap_err().contains("neither a date"));
+    }
 }

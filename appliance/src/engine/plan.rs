@@ -6,26 +6,89 @@
 
 use std::time::Duration;
 
-use galen_recipes::model::{DispenseTarget, PhaseKind, PumpKind, Recipe, ScanTarget};
+use galen_recipes::model::{DispenseTarget, Equipment, PhaseKind, PumpKind, Recipe, ScanTarget};
 use galen_recipes::personalise::Parameters;
 use galen_recipes::quantity::Fixed;
 
 use super::batch::{Planned, Pump};
 use super::dispense::Spec;
 
-/// What this unit's pumps can do (from the unit configuration).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pumps {
+/// What this unit's instruments can do, from its configuration (`None`: not fitted, or not
+/// stated).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Instruments {
     pub syringe_max_ml_min: Option<f64>,
     pub peristaltic_max_ml_min: Option<f64>,
+    pub balance_capacity_g: Option<f64>,
+    pub balance_readability_g: Option<f64>,
+    /// The heater's setpoint range, °C.
+    pub heater_c: Option<(f64, f64)>,
 }
 
-impl Pumps {
+impl Instruments {
     fn max(&self, pump: Pump) -> Option<f64> {
         match pump {
             Pump::Syringe => self.syringe_max_ml_min,
             Pump::Peristaltic => self.peristaltic_max_ml_min,
         }
+    }
+
+    /// Every way this unit falls short of the equipment the recipe's author signed for; empty
+    /// when it is fit. A tolerance finer than the balance can read cannot be met, however
+    /// careful the operator.
+    pub fn shortfalls(&self, recipe: &Recipe) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &recipe.equipment {
+            match e {
+                Equipment::Balance { capacity, readability } => {
+                    let (cap, read) = (f(capacity.value()), f(readability.value()));
+                    match self.balance_capacity_g {
+                        None => out.push("this unit has no balance".to_owned()),
+                        Some(c) if c < cap => out.push(format!(
+                            "the balance weighs up to {c} g; the recipe needs {cap} g"
+                        )),
+                        Some(_) => {}
+                    }
+                    match self.balance_readability_g {
+                        Some(r) if r <= read + 1e-12 => {}
+                        Some(r) => out.push(format!(
+                            "the balance reads to {r} g; the recipe needs {read} g or finer"
+                        )),
+                        None if self.balance_capacity_g.is_some() => out.push(format!(
+                            "the balance's readability is not configured; the recipe needs \
+                             {read} g or finer"
+                        )),
+                        None => {}
+                    }
+                }
+                Equipment::Pump { pump, max_rate } => {
+                    let (p, need) = (pump_of(*pump), f(max_rate.value()));
+                    match self.max(p) {
+                        None => out.push(format!("this unit has no {}", pump_name(p))),
+                        Some(m) if m + 1e-9 < need => out.push(format!(
+                            "the {} delivers up to {m} mL/min; the recipe needs {need} mL/min",
+                            pump_name(p)
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                Equipment::Heater { min, max } => {
+                    let (lo, hi) = (f(min.value()), f(max.value()));
+                    match self.heater_c {
+                        None => out.push("this unit has no heater".to_owned()),
+                        Some((a, b)) if a > lo || b < hi => out.push(format!(
+                            "the heater is set between {a} and {b} °C; the recipe needs {lo} to \
+                             {hi} °C"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                // The unit model has no mixer device: the mix phase is timed, and the mixer's
+                // speed is set by hand. Nothing here can check it.
+                Equipment::Mixer { .. } => {}
+            }
+        }
+        out
     }
 }
 
@@ -44,6 +107,8 @@ pub enum PlanError {
     NoPump { phase: String, pump: &'static str },
     #[error("phase {phase}: the recipe has a vehicle dispense but the product has no vehicle")]
     NoVehicle { phase: String },
+    #[error("this unit is not fit for the recipe: {}", .0.join("; "))]
+    Unfit(Vec<String>),
 }
 
 fn f(v: Fixed) -> f64 {
@@ -75,8 +140,12 @@ fn secs(v: Fixed) -> Duration {
 pub fn plan(
     recipe: &Recipe,
     params: Option<&Parameters>,
-    pumps: &Pumps,
+    pumps: &Instruments,
 ) -> Result<Vec<Planned>, PlanError> {
+    let short = pumps.shortfalls(recipe);
+    if !short.is_empty() {
+        return Err(PlanError::Unfit(short));
+    }
     let mut out = Vec::new();
     for (_, _, phase) in recipe.phases() {
         let id = phase.id.to_string();
@@ -194,6 +263,11 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/examples")
     }
 
+    fn folate() -> Recipe {
+        let path = examples().join("folate-mthfr.toml");
+        authoring::parse("folate", &std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
     fn azathioprine_for_tpmt_intermediate() -> (Recipe, Parameters) {
         let path = examples().join("azathioprine-oral-suspension.toml");
         let recipe =
@@ -217,8 +291,13 @@ mod tests {
         (recipe, params)
     }
 
-    const UNIT: Pumps =
-        Pumps { syringe_max_ml_min: Some(20.0), peristaltic_max_ml_min: Some(60.0) };
+    const UNIT: Instruments = Instruments {
+        syringe_max_ml_min: Some(20.0),
+        peristaltic_max_ml_min: Some(100.0),
+        balance_capacity_g: Some(520.0),
+        balance_readability_g: Some(0.0001),
+        heater_c: Some((0.0, 200.0)),
+    };
 
     #[test]
     fn the_personalised_masses_become_the_dispense_targets() {
@@ -236,9 +315,45 @@ mod tests {
     #[test]
     fn a_unit_without_the_pump_a_recipe_needs_is_refused_by_name() {
         let (recipe, params) = azathioprine_for_tpmt_intermediate();
-        let err = plan(&recipe, Some(&params), &Pumps { peristaltic_max_ml_min: None, ..UNIT })
-            .unwrap_err();
-        assert_eq!(err.to_string(), "phase prime-vehicle: this unit has no peristaltic pump");
+        let err =
+            plan(&recipe, Some(&params), &Instruments { peristaltic_max_ml_min: None, ..UNIT })
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this unit is not fit for the recipe: this unit has no peristaltic pump"
+        );
+    }
+
+    #[test]
+    fn a_unit_short_of_the_signed_equipment_is_refused_with_every_reason() {
+        let (recipe, params) = azathioprine_for_tpmt_intermediate();
+        let coarse = Instruments {
+            balance_capacity_g: Some(220.0),
+            balance_readability_g: Some(0.01),
+            peristaltic_max_ml_min: Some(60.0),
+            ..UNIT
+        };
+        let err = plan(&recipe, Some(&params), &coarse).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::Unfit(vec![
+                "the balance weighs up to 220 g; the recipe needs 500 g".into(),
+                "the balance reads to 0.01 g; the recipe needs 0.001 g or finer".into(),
+                "the peristaltic pump delivers up to 60 mL/min; the recipe needs 100 mL/min".into(),
+            ])
+        );
+        let unstated = Instruments { balance_readability_g: None, ..UNIT };
+        assert_eq!(
+            unstated.shortfalls(&recipe),
+            ["the balance's readability is not configured; the recipe needs 0.001 g or finer"]
+        );
+        let folate = folate();
+        assert_eq!(
+            Instruments { heater_c: Some((30.0, 60.0)), ..UNIT }.shortfalls(&folate).len(),
+            1,
+            "a heater range that does not cover the recipe's"
+        );
+        assert!(UNIT.shortfalls(&folate).is_empty());
     }
 
     #[test]

@@ -54,6 +54,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits for a simulated unit whose plant runs `speed` times faster than the wall
+    /// clock (engine time is plant time). The plant's physics speeds up, so heating and stall
+    /// windows stay in plant time; a silent serial link does not, so staleness keeps its
+    /// wall-clock meaning.
+    pub fn at_speed(self, speed: f64) -> Self {
+        Self { stale_after: self.stale_after.mul_f64(speed.max(1.0)), ..self }
+    }
+}
+
 /// What went wrong. Each is answered by the safe state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
@@ -394,6 +404,18 @@ mod tests {
         assert_eq!(m.balance(s(0.0), Some(10.0), true), None);
         assert_eq!(m.tick(s(3.0)), None);
         assert_eq!(m.tick(s(3.5)), Some(Fault::Stale { device: "balance".into(), age_ms: 3500 }));
+    }
+
+    #[test]
+    fn on_a_fast_simulated_plant_silence_is_still_measured_in_wall_time() {
+        // At 10x, 3 s of wall-clock silence is 30 s of engine time; physics limits stay put.
+        let limits = Limits::default().at_speed(10.0);
+        assert_eq!(limits.stall_window, Limits::default().stall_window);
+        let mut m = Monitor::new(limits);
+        m.balance(s(0.0), Some(10.0), true);
+        assert_eq!(m.tick(s(29.0)), None);
+        assert!(matches!(m.tick(s(30.5)), Some(Fault::Stale { .. })));
+        assert_eq!(Limits::default().at_speed(1.0), Limits::default());
     }
 
     #[test]

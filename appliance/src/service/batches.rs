@@ -427,7 +427,7 @@ impl Service {
         {
             return Err(not_ready("QA must approve this patient's dose first"));
         }
-        let planned = plan(&recipe, params.as_ref(), &self.config.pumps)
+        let planned = plan(&recipe, params.as_ref(), &self.config.instruments)
             .map_err(|e| not_ready(&e.to_string()))?;
         self.operator_entry(&session, id, "start")?;
 
@@ -439,7 +439,8 @@ impl Service {
             slot.stage = Stage::Running(operator);
             Ok(())
         })?;
-        let batch = Batch::new(planned, Monitor::new(Limits::default()));
+        let batch =
+            Batch::new(planned, Monitor::new(Limits::default().at_speed(self.config.speed)));
         let mut run =
             Run::new(id.to_owned(), self.devices.clone(), self.records.clone(), self.clock.clone())
                 .with_live(self.live.clone())

@@ -20,7 +20,7 @@ use galen_record::{Entry, EntryKind, UtcMillis};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::engine::plan::Pumps;
+use crate::engine::plan::Instruments;
 use crate::export::{ExportError, MountedDir, write_bundle};
 use crate::records::users::{Action, AuthError, Role, Session};
 use crate::records::{At, Integrity, NewEntry, NewUser, RecordError, RecordStore};
@@ -103,8 +103,8 @@ pub enum ExportTarget {
 pub struct Config {
     /// The site and appliance as the label names them.
     pub site: String,
-    /// What this unit's pumps can do, from the unit configuration.
-    pub pumps: Pumps,
+    /// What this unit's instruments can do, from the unit configuration.
+    pub instruments: Instruments,
     /// Engine time per wall time: 1 on a real unit; a simulated unit's plant speed.
     pub speed: f64,
     pub export: ExportTarget,

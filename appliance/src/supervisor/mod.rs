@@ -18,6 +18,7 @@ use galen_devices::units::Weight;
 use tokio::sync::mpsc;
 
 use crate::engine::batch::Pump;
+use crate::engine::plan::Instruments;
 use actors::Observed;
 use runtime::Devices;
 
@@ -33,6 +34,27 @@ pub enum StartError {
     Missing(&'static str),
     #[error("the unit configuration has more than one {0}; which to use is ambiguous")]
     Several(&'static str),
+}
+
+/// What the configured instruments can do, for checking a recipe's equipment and planning.
+pub fn instruments(unit: &UnitConfig) -> Instruments {
+    let mut i = Instruments::default();
+    for d in &unit.devices {
+        match &d.spec {
+            DeviceSpec::Pump { protocol: PumpProtocol::NewEra(_), max_rate_ml_min, .. } => {
+                i.syringe_max_ml_min = Some(*max_rate_ml_min);
+            }
+            DeviceSpec::Pump { protocol: PumpProtocol::Wm520(_), max_rate_ml_min, .. } => {
+                i.peristaltic_max_ml_min = Some(*max_rate_ml_min);
+            }
+            DeviceSpec::Balance { capacity_g, readability_g, .. } => {
+                i.balance_capacity_g = Some(*capacity_g);
+                i.balance_readability_g = *readability_g;
+            }
+            DeviceSpec::Heater { min_c, max_c, .. } => i.heater_c = Some((*min_c, *max_c)),
+        }
+    }
+    i
 }
 
 /// Starts one actor per configured device (on the current tokio runtime) and returns the

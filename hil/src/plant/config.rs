@@ -211,6 +211,14 @@ impl Default for BalanceConfig {
     }
 }
 
+impl BalanceConfig {
+    /// An analytical balance (520 g × 0.1 mg, repeatability 0.2 mg), which is what the example
+    /// recipes ask for: their hand-weighed actives have tolerances of a few milligrams.
+    pub fn analytical() -> Self {
+        Self { capacity_g: 520.0, readability_g: 0.0001, noise_sd_g: 0.0002, ..Self::default() }
+    }
+}
+
 impl Default for SyringeConfig {
     fn default() -> Self {
         Self {
