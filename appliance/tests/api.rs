@@ -24,6 +24,7 @@ use galen_hil::rig::{Rig, RigConfig};
 use galen_recipes::model::Version;
 use galen_recipes::tuf::intake::Intake;
 use galen_recipes::tuf::publish::{self, Expiries, RoleSpec};
+use galen_record::entry::EntryKind;
 use galen_record::signature::Meaning;
 use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
@@ -297,7 +298,7 @@ async fn wait_for(c: &Client, secs: u64, what: &str, cond: impl Fn(&str, &str) -
 }
 
 /// The whole life of a personalised batch, as four people at the appliance see it.
-async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) {
+async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> String {
     let quinn = Client::login(a, t, "quinn").await;
     let installed: Vec<String> =
         quinn.ok("Recipes1", "Install", &(a.repo.display().to_string(),)).await;
@@ -429,13 +430,60 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) {
     ] {
         assert!(log.contains(needle), "the record has {needle}");
     }
+    id
+}
+
+/// Screens, shells and monitors watching the unit: half read every change, half subscribe and
+/// never read (a hung client). Returns how many changes the readers saw, live.
+async fn crowd(t: &Transport, n: usize) -> (Vec<Connection>, Arc<std::sync::atomic::AtomicUsize>) {
+    let Transport::Bus { address, name, .. } = t else { unreachable!("a crowd needs a bus") };
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut hung = Vec::new();
+    for i in 0..n {
+        let conn =
+            zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+        let p = zbus::fdo::PropertiesProxy::builder(&conn)
+            .destination(name.clone())
+            .unwrap()
+            .path(PATH)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let mut changes = p.receive_properties_changed().await.unwrap();
+        if i % 2 == 0 {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while changes.next().await.is_some() {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        } else {
+            // Subscribed, never read: its queue fills and stays full.
+            std::mem::forget(changes);
+            hung.push(conn);
+        }
+    }
+    (hung, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_batch_runs_end_to_end_over_the_bus() {
+async fn a_batch_runs_end_to_end_over_the_bus_watched_by_a_crowd() {
     let a = appliance().await;
     let t = transport_bus(&a, "endtoend").await;
-    a_batch_from_patient_data_to_export(&a, &t).await;
+    let (_hung, seen) = crowd(&t, 100).await;
+    let id = a_batch_from_patient_data_to_export(&a, &t).await;
+    // The batch ran as without them: no alarm (a stale-reading fault trips when the loop misses
+    // readings for 3 s), no deviation (every dispense within tolerance).
+    let entries = a.records.lock().unwrap().batch_entries(&id).unwrap();
+    let troubles: Vec<_> = entries
+        .iter()
+        .filter(|e| matches!(e.body.kind, EntryKind::Alarm | EntryKind::Deviation))
+        .map(|e| format!("{:?} {:?}", e.body.object, e.body.new_value))
+        .collect();
+    assert!(troubles.is_empty(), "while the crowd watched: {troubles:?}");
+    let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(seen > 50 * 20, "the fifty readers saw the batch live: {seen} changes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -567,7 +615,7 @@ fn access_entries(a: &Appliance, object: &str) -> usize {
         .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
         .unwrap()
         .iter()
-        .filter(|e| e.body.kind == galen_record::EntryKind::Access && e.body.object == object)
+        .filter(|e| e.body.kind == EntryKind::Access && e.body.object == object)
         .count()
 }
 

@@ -98,7 +98,9 @@ impl Layout {
     /// A block with a tinted band behind it (alarms, deviations) or a frame (signatures).
     fn marked(&mut self, lines: &[String], mark: Mark) {
         let h = lines.len() as f32 * MONO * 1.35 + 6.0;
-        self.ensure(h);
+        self.ensure(h + MONO * 0.4);
+        // `y` is the last baseline: clear the descenders above before the box starts.
+        self.gap(MONO * 0.4);
         let top = self.y;
         let op = match mark {
             Mark::Band(rgb) => Op::Band { y: top - h, height: h, rgb },
