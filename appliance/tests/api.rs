@@ -433,9 +433,12 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> St
     id
 }
 
+/// A client that subscribed to live changes and stopped reading them.
+type Hung = (Connection, zbus::fdo::PropertiesChangedStream);
+
 /// Screens, shells and monitors watching the unit: half read every change, half subscribe and
 /// never read (a hung client). Returns how many changes the readers saw, live.
-async fn crowd(t: &Transport, n: usize) -> (Vec<Connection>, Arc<std::sync::atomic::AtomicUsize>) {
+async fn crowd(t: &Transport, n: usize) -> (Vec<Hung>, Arc<std::sync::atomic::AtomicUsize>) {
     let Transport::Bus { address, name, .. } = t else { unreachable!("a crowd needs a bus") };
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut hung = Vec::new();
@@ -460,8 +463,7 @@ async fn crowd(t: &Transport, n: usize) -> (Vec<Connection>, Arc<std::sync::atom
             });
         } else {
             // Subscribed, never read: its queue fills and stays full.
-            std::mem::forget(changes);
-            hung.push(conn);
+            hung.push((conn, changes));
         }
     }
     (hung, seen)
