@@ -101,6 +101,10 @@ impl Tpm {
         let connect = |source| TpmError::Connect { tcti: config.tcti.clone(), source };
         let tcti = TctiNameConf::from_str(&config.tcti).map_err(connect)?;
         let mut ctx = Context::new(tcti).map_err(connect)?;
+        let stale = flush_stale_objects(&mut ctx)?;
+        if stale > 0 {
+            tracing::warn!(stale, "flushed objects a previous run left loaded in the TPM");
+        }
         // Parameter encryption, so the unsealed key does not cross the bus in clear.
         let session = hmac_session(&mut ctx)?;
         ctx.set_sessions((Some(session), None, None));
@@ -323,6 +327,31 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Flushes the transient objects a previous run left loaded. Through the kernel's resource
+/// manager (`/dev/tpmrm0`) there are none: it flushes a connection's objects when it closes.
+/// Straight to a TPM (swtpm in tests, the QEMU boot test) a process killed with SIGKILL leaves
+/// its keys loaded, and after a few such deaths the TPM has no room to load ours
+/// (`TPM_RC_OBJECT_MEMORY`). Only the record store uses this TPM, so every one is stale.
+fn flush_stale_objects(ctx: &mut Context) -> Result<usize, TpmError> {
+    const TRANSIENT_FIRST: u32 = 0x8000_0000;
+    let (listed, _) = ctx
+        .execute_without_session(|ctx| {
+            ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, TRANSIENT_FIRST, 64)
+        })
+        .map_err(cmd("listing loaded objects"))?;
+    let tss_esapi::structures::CapabilityData::Handles(list) = listed else { return Ok(0) };
+    let mut flushed = 0;
+    for handle in list.iter().filter(|h| u32::from(**h) >> 24 == TRANSIENT_FIRST >> 24) {
+        let object = ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(*handle))
+            .map_err(cmd("opening a stale object"))?;
+        ctx.execute_without_session(|ctx| ctx.flush_context(object))
+            .map_err(cmd("flushing a stale object"))?;
+        flushed += 1;
+    }
+    Ok(flushed)
 }
 
 /// The NV counter at `index`, defined on first use.

@@ -23,12 +23,9 @@ use galen_hil::plant::config::BalanceConfig;
 use galen_hil::rig::{Rig, RigConfig};
 use galen_recipes::model::Version;
 use galen_recipes::tuf::intake::Intake;
-use galen_recipes::tuf::publish::{self, Expiries, RoleSpec};
 use galen_record::entry::EntryKind;
 use galen_record::signature::Meaning;
-use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
-use tough::schema::RoleType;
 use zbus::Connection;
 use zbus::zvariant::DynamicType;
 
@@ -39,61 +36,6 @@ const PEOPLE: [(&str, &str, Role, &str); 5] = [
     ("ida", "Ida Inspector", Role::Inspector, "444444"),
     ("sam", "Sam Service", Role::Service, "555555"),
 ];
-
-/// A test recipe: the azathioprine example made quick for the rig — the active comes as a
-/// liquid concentrate through the syringe pump instead of a hand-weighed powder, and the mix
-/// lasts two seconds — so a whole batch runs in well under a minute.
-fn test_recipe() -> (String, Vec<u8>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../recipes/examples/azathioprine-oral-suspension.toml");
-    let text = std::fs::read_to_string(path)
-        .unwrap()
-        .replace("id = \"azathioprine-oral-suspension\"", "id = \"test-suspension\"")
-        .replace(
-            "form = \"solid\"\nconcentration_mg_per_g = 1000",
-            "form = \"liquid\"\nconcentration_mg_per_g = 1000\ndensity_g_per_ml = 1.0",
-        )
-        .replace(
-            "[[equipment]]\nkind = \"mixer\"",
-            "[[equipment]]\nkind = \"syringe-pump\"\nmax_rate_ml_per_min = 20\n\n[[equipment]]\nkind = \"mixer\"",
-        )
-        .replace(
-            "dose = \"active\"\ntolerance_g = 0.005",
-            "dose = \"active\"\npump = \"syringe-pump\"\ntolerance_g = 0.05",
-        )
-        .replace("duration_s = 600", "duration_s = 2");
-    assert!(
-        text.contains("pump = \"syringe-pump\"\ntolerance_g = 0.05"),
-        "the example changed shape"
-    );
-    ("test-suspension.toml".into(), text.into_bytes())
-}
-
-fn days(n: i64) -> Timestamp {
-    Timestamp::now().checked_add(SignedDuration::from_hours(24 * n)).unwrap()
-}
-
-/// A manufacturer's signed repository with the test recipe; returns (repo, root.json).
-async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let mut specs = Vec::new();
-    for role in [RoleType::Root, RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
-        let path = keys.join(format!("{role}.pk8"));
-        publish::generate_key(&path).unwrap();
-        specs.push(RoleSpec { role, keys: vec![path], threshold: 1 });
-    }
-    let root = publish::create_root(&specs, days(365), &[keys.join("root.pk8")]).await.unwrap();
-    let root_path = keys.join("root.json");
-    std::fs::write(&root_path, &root).unwrap();
-    let key_files: Vec<PathBuf> = specs.iter().flat_map(|s| s.keys.clone()).collect();
-    let expiries = Expiries { targets: days(30), snapshot: days(7), timestamp: days(2) };
-    let repo = dir.join("repo");
-    publish::publish(&repo, Some(&root_path), &key_files, &[test_recipe()], expiries, &mut |_| {})
-        .await
-        .unwrap();
-    (repo, root)
-}
 
 // Fields drop in order: the service (and its TPM context) before the swtpm.
 struct Appliance {
@@ -116,7 +58,7 @@ async fn appliance() -> Appliance {
     }
     let records = Arc::new(Mutex::new(store));
     let dir = tempfile::tempdir().unwrap();
-    let (repo, root) = repository(dir.path()).await;
+    let (repo, root) = support::repository(dir.path()).await;
     let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
     let rig =
         Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig")).unwrap();

@@ -134,7 +134,7 @@ async fn the_pharmacists_hand_on_stdin_shows_on_the_balance() {
         ("add azathioprine NaN", Some("error: NaN g of azathioprine: not a number of grams")),
         (
             "add azathioprine 1e6",
-            Some("error: 1000000 g of azathioprine: more than the balance's capacity of 220 g"),
+            Some("error: 1000000 g of azathioprine: more than the balance's capacity of 520 g"),
         ),
         ("add azathioprine", Some("error: usage: add <material> <grams>")),
         (

@@ -33,6 +33,9 @@ struct Cli {
     /// `system`, `session`, or a D-Bus address (a private bus).
     #[arg(long, global = true, default_value = "system", env = "GALEN_BUS")]
     bus: String,
+    /// The appliance's bus name (another only where several share a bus, as in tests).
+    #[arg(long, global = true, default_value = NAME, env = "GALEN_BUS_NAME", hide = true)]
+    bus_name: String,
     /// Log in as this user first.
     #[arg(long, short, global = true, env = "GALEN_USER")]
     user: Option<String>,
@@ -241,6 +244,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 struct Client {
     conn: Connection,
+    /// The appliance's bus name.
+    dest: String,
     json: bool,
     pin: Option<String>,
 }
@@ -251,15 +256,16 @@ impl Client {
         B: serde::Serialize + DynamicType,
         R: DeserializeOwned + zbus::zvariant::Type,
     {
-        let reply =
-            self.conn.call_method(Some(NAME), PATH, Some(iface), method, body).await.map_err(
-                |e| match e {
-                    zbus::Error::MethodError(name, text, _) => {
-                        anyhow!(Named { name: name.to_string(), text: text.unwrap_or_default() })
-                    }
-                    e => anyhow!(e).context(format!("calling {iface}.{method}")),
-                },
-            )?;
+        let reply = self
+            .conn
+            .call_method(Some(self.dest.as_str()), PATH, Some(iface), method, body)
+            .await
+            .map_err(|e| match e {
+                zbus::Error::MethodError(name, text, _) => {
+                    anyhow!(Named { name: name.to_string(), text: text.unwrap_or_default() })
+                }
+                e => anyhow!(e).context(format!("calling {iface}.{method}")),
+            })?;
         reply.body().deserialize().with_context(|| format!("reading the answer of {method}"))
     }
 
@@ -272,7 +278,7 @@ impl Client {
         T::Error: Into<zbus::zvariant::Error>,
     {
         let p = zbus::fdo::PropertiesProxy::builder(&self.conn)
-            .destination(NAME)?
+            .destination(self.dest.as_str())?
             .path(PATH)?
             .build()
             .await?;
@@ -327,7 +333,7 @@ async fn run(cli: Cli) -> Result<u8> {
     let conn = galen_appliance::dbus::connect(&cli.bus).await.with_context(|| {
         format!("connecting to the {bus} bus (is applianced running?)", bus = cli.bus)
     })?;
-    let mut c = Client { conn, json: cli.json, pin: None };
+    let mut c = Client { conn, dest: cli.bus_name.clone(), json: cli.json, pin: None };
     if let Some(user) = &cli.user {
         let pin = read_pin("GALEN_PIN", &format!("PIN for {user}"))?;
         let (name, role): (String, String) =
@@ -610,8 +616,11 @@ async fn watch(
     until_phase: Option<&str>,
     until_operator: bool,
 ) -> Result<u8> {
-    let props =
-        zbus::fdo::PropertiesProxy::builder(&c.conn).destination(NAME)?.path(PATH)?.build().await?;
+    let props = zbus::fdo::PropertiesProxy::builder(&c.conn)
+        .destination(c.dest.as_str())?
+        .path(PATH)?
+        .build()
+        .await?;
     let mut changes = props.receive_properties_changed().await?;
     let mut bar = Bar { tty: std::io::stderr().is_terminal(), last: String::new() };
     let mut alarms_seen: Vec<String> = Vec::new();

@@ -292,7 +292,7 @@ mod tests {
     }
 
     const UNIT: Instruments = Instruments {
-        syringe_max_ml_min: Some(20.0),
+        syringe_max_ml_min: Some(50.0),
         peristaltic_max_ml_min: Some(100.0),
         balance_capacity_g: Some(520.0),
         balance_readability_g: Some(0.0001),

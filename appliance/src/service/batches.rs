@@ -571,15 +571,33 @@ impl Service {
         Ok(alarms.len())
     }
 
+    /// The state a batch ended in. A batch whose end the unit has already shown (a client saw
+    /// "Complete") may still be writing its last entries: wait for them, briefly, so that a
+    /// signature never lands in the record before the end it signs.
     fn ended(&self, id: &str, action: &'static str) -> Result<State, ServiceError> {
-        self.with_slot(id, |slot| match &slot.stage {
-            Stage::Ended(Ok(s)) => Ok(*s),
-            _ => Err(ServiceError::WrongState {
-                batch: id.to_owned(),
-                state: self.state_of(id, slot),
-                why: format!("{action} needs a batch that has ended"),
-            }),
-        })
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let ended = self.with_slot(id, |slot| match &slot.stage {
+                Stage::Ended(Ok(s)) => Ok(Some(*s)),
+                Stage::Running(_)
+                    if matches!(
+                        self.state_of(id, slot).as_str(),
+                        "Complete" | "Stopped" | "Aborted"
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    Ok(None)
+                }
+                _ => Err(ServiceError::WrongState {
+                    batch: id.to_owned(),
+                    state: self.state_of(id, slot),
+                    why: format!("{action} needs a batch that has ended"),
+                }),
+            })?;
+            match ended {
+                Some(state) => return Ok(state),
+                None => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
     }
 
     /// The person who ran the batch signs the record (PIN re-asked).

@@ -184,8 +184,9 @@ impl<C: WallClock> Run<C> {
             self.event_at = tokio::time::Instant::now();
             let now = start.elapsed().mul_f64(self.speed);
             let outputs = batch.handle(event, now);
-            self.publish(&batch, &outputs, now);
+            // Recorded before shown: a screen never shows what the record does not hold yet.
             self.apply(&outputs, &mut queue).await?;
+            self.publish(&batch, &outputs, now);
             // A transient state ends once its outputs are settled: safe outputs confirmed for
             // Holding, Stopping and Aborting; nothing to wait for when Restarting.
             let transient =

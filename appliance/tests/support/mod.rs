@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use galen_appliance::records::{At, FirstAdmin, RecordStore};
 use galen_appliance::tpm::{Tpm, TpmConfig};
+use galen_recipes::tuf::publish::{self, Expiries, RoleSpec};
 use galen_record::UtcMillis;
+use jiff::{SignedDuration, Timestamp};
 use tempfile::TempDir;
+use tough::schema::RoleType;
 
 /// A running swtpm whose state lives in its own directory; killed on drop.
 pub struct SwTpm {
@@ -176,4 +179,59 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// A raw SQLite connection to a closed store, for tampering as an attacker with disk access.
 pub fn raw(db: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(db).unwrap()
+}
+
+/// A test recipe: the azathioprine example made quick for the rig — the active comes as a
+/// liquid concentrate through the syringe pump instead of a hand-weighed powder, and the mix
+/// lasts two seconds — so a whole batch runs in well under a minute.
+fn test_recipe() -> (String, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../recipes/examples/azathioprine-oral-suspension.toml");
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("id = \"azathioprine-oral-suspension\"", "id = \"test-suspension\"")
+        .replace(
+            "form = \"solid\"\nconcentration_mg_per_g = 1000",
+            "form = \"liquid\"\nconcentration_mg_per_g = 1000\ndensity_g_per_ml = 1.0",
+        )
+        .replace(
+            "[[equipment]]\nkind = \"mixer\"",
+            "[[equipment]]\nkind = \"syringe-pump\"\nmax_rate_ml_per_min = 20\n\n[[equipment]]\nkind = \"mixer\"",
+        )
+        .replace(
+            "dose = \"active\"\ntolerance_g = 0.005",
+            "dose = \"active\"\npump = \"syringe-pump\"\ntolerance_g = 0.05",
+        )
+        .replace("duration_s = 600", "duration_s = 2");
+    assert!(
+        text.contains("pump = \"syringe-pump\"\ntolerance_g = 0.05"),
+        "the example changed shape"
+    );
+    ("test-suspension.toml".into(), text.into_bytes())
+}
+
+fn days(n: i64) -> Timestamp {
+    Timestamp::now().checked_add(SignedDuration::from_hours(24 * n)).unwrap()
+}
+
+/// A manufacturer's signed repository with the test recipe; returns (repo, root.json).
+pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let mut specs = Vec::new();
+    for role in [RoleType::Root, RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
+        let path = keys.join(format!("{role}.pk8"));
+        publish::generate_key(&path).unwrap();
+        specs.push(RoleSpec { role, keys: vec![path], threshold: 1 });
+    }
+    let root = publish::create_root(&specs, days(365), &[keys.join("root.pk8")]).await.unwrap();
+    let root_path = keys.join("root.json");
+    std::fs::write(&root_path, &root).unwrap();
+    let key_files: Vec<PathBuf> = specs.iter().flat_map(|s| s.keys.clone()).collect();
+    let expiries = Expiries { targets: days(30), snapshot: days(7), timestamp: days(2) };
+    let repo = dir.join("repo");
+    publish::publish(&repo, Some(&root_path), &key_files, &[test_recipe()], expiries, &mut |_| {})
+        .await
+        .unwrap();
+    (repo, root)
 }
