@@ -294,38 +294,10 @@ impl Controller {
 
     /// Shows the unit's state; called on the UI thread with the latest properties.
     fn show_unit(&self, ui: &AppWindow) {
-        let hmi = ui.global::<Hmi<'_>>();
         let mut s = self.state();
         let u = s.unit.clone();
-        hmi.set_batch_id(u.batch_id.clone().into());
-        hmi.set_state_text(u.state_text().into());
-        hmi.set_batch_active(u.batch_active());
-        hmi.set_held(matches!(u.state.as_str(), "Held" | "Holding"));
-        hmi.set_phase_text(u.phase_text().into());
-        hmi.set_phase_index(i32::try_from(u.position.0).unwrap_or(0));
-        hmi.set_phase_count(i32::try_from(u.position.1).unwrap_or(0));
-        #[allow(clippy::cast_possible_truncation)] // a bar's length
-        hmi.set_progress(u.progress.clamp(0.0, 1.0) as f32);
-        hmi.set_progress_text(u.progress_text().into());
-        hmi.set_weight_text(u.weight_text().into());
-        hmi.set_stability_text(u.stability_text().into());
-        hmi.set_temperature_text(u.temperature_text().into());
-        hmi.set_setpoint_text(u.setpoint_text().into());
-        hmi.set_instruction(u.instruction.clone().into());
-        hmi.set_notice(u.notice.clone().into());
-        hmi.set_awaits_scan(u.awaits_scan());
-        hmi.set_awaits_confirm(u.awaits_confirm());
-        hmi.set_devices_text(u.devices_text().into());
-        hmi.set_devices_ok(u.links_down.is_empty());
-        hmi.set_alarms(model(u.alarms.iter().map(SharedString::from).collect()));
-        let w = s.weight.chart(1.0, "g", 1);
-        let t = s.temperature.chart(2.0, "°C", 1);
-        hmi.set_weight_trend(model(w.points));
-        hmi.set_weight_low(w.low.into());
-        hmi.set_weight_high(w.high.into());
-        hmi.set_temp_trend(model(t.points));
-        hmi.set_temp_low(t.low.into());
-        hmi.set_temp_high(t.high.into());
+        show_unit(ui, &u, &s.weight, &s.temperature);
+        let hmi = ui.global::<Hmi<'_>>();
         let now = Instant::now();
         let started = match &s.phase_started {
             Some((p, at)) if *p == u.phase => *at,
@@ -360,7 +332,55 @@ impl Controller {
     }
 }
 
-fn model<T: Clone + 'static>(v: Vec<T>) -> ModelRc<T> {
+/// Puts the unit's state, and its trends, on the screen.
+pub fn show_unit(ui: &AppWindow, u: &Unit, weight: &Trend, temperature: &Trend) {
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_batch_id(u.batch_id.clone().into());
+    hmi.set_state_text(u.state_text().into());
+    hmi.set_batch_active(u.batch_active());
+    hmi.set_held(matches!(u.state.as_str(), "Held" | "Holding"));
+    hmi.set_phase_text(u.phase_text().into());
+    hmi.set_phase_index(i32::try_from(u.position.0).unwrap_or(0));
+    hmi.set_phase_count(i32::try_from(u.position.1).unwrap_or(0));
+    #[allow(clippy::cast_possible_truncation)] // a bar's length
+    hmi.set_progress(u.progress.clamp(0.0, 1.0) as f32);
+    hmi.set_progress_text(u.progress_text().into());
+    hmi.set_weight_text(u.weight_text().into());
+    hmi.set_stability_text(u.stability_text().into());
+    hmi.set_temperature_text(u.temperature_text().into());
+    hmi.set_setpoint_text(u.setpoint_text().into());
+    hmi.set_instruction(u.instruction.clone().into());
+    hmi.set_notice(u.notice.clone().into());
+    hmi.set_awaits_scan(u.awaits_scan());
+    hmi.set_awaits_confirm(u.awaits_confirm());
+    hmi.set_devices_text(u.devices_text().into());
+    hmi.set_devices_ok(u.links_down.is_empty());
+    hmi.set_alarms(model(u.alarms.iter().map(SharedString::from).collect()));
+    let w = weight.chart(1.0, "g", 1);
+    let t = temperature.chart(2.0, "°C", 1);
+    hmi.set_weight_trend(model(w.points));
+    hmi.set_weight_low(w.low.into());
+    hmi.set_weight_high(w.high.into());
+    hmi.set_temp_trend(model(t.points));
+    hmi.set_temp_low(t.low.into());
+    hmi.set_temp_high(t.high.into());
+}
+
+/// Shows who is logged in, and only what their role may do.
+pub fn show_session(ui: &AppWindow, printed_name: &str, role: Role) {
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_login_error("".into());
+    hmi.set_printed_name(printed_name.into());
+    hmi.set_role_title(role.title().into());
+    hmi.set_nav(nav(role));
+    hmi.set_can_acknowledge(role.acknowledges_alarms());
+    hmi.set_can_export(role.exports());
+    hmi.set_can_activate(role.activates_recipes());
+    hmi.set_logged_in(true);
+}
+
+/// A list for the window.
+pub fn model<T: Clone + 'static>(v: Vec<T>) -> ModelRc<T> {
     ModelRc::new(VecModel::from(v))
 }
 
@@ -418,14 +438,7 @@ pub fn init(
                 s.last_touch = Instant::now();
                 s.phases_of.clear();
             }
-            hmi.set_login_error("".into());
-            hmi.set_printed_name(name.into());
-            hmi.set_role_title(role.title().into());
-            hmi.set_nav(nav(role));
-            hmi.set_can_acknowledge(role.acknowledges_alarms());
-            hmi.set_can_export(role.exports());
-            hmi.set_can_activate(role.activates_recipes());
-            hmi.set_logged_in(true);
+            show_session(ui, &name, role);
             c.navigate(ui, Screen::Home);
             c.show_unit(ui);
         });
