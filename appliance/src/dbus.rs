@@ -547,6 +547,13 @@ impl UnitApi {
         self.live.borrow().instruction.clone()
     }
 
+    /// What input the batch waits for: `scan` (a material label: Batches1.Scan), `confirm`
+    /// (Batches1.Confirm), or empty.
+    #[zbus(property)]
+    fn awaiting(&self) -> String {
+        self.live.borrow().awaiting.clone()
+    }
+
     /// Why the operator's last command at this step was refused (empty: it was not).
     #[zbus(property)]
     fn notice(&self) -> String {
@@ -693,6 +700,9 @@ async fn publish_live(unit: InterfaceRef<UnitApi>, mut live: watch::Receiver<Liv
         }
         if now.instruction != last.instruction {
             r = r.and(u.instruction_changed(e).await);
+        }
+        if now.awaiting != last.awaiting {
+            r = r.and(u.awaiting_changed(e).await);
         }
         if now.notice != last.notice {
             r = r.and(u.notice_changed(e).await);

@@ -312,6 +312,8 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> St
     wait_for(&ada, 10, "the first scan", |s, p| s == "Running" && p == "scan-api").await;
     let now: String = ada.property("Instruction").await;
     assert_eq!(now, "Scan the azathioprine container (lot and expiry)");
+    let awaiting: String = ada.property("Awaiting").await;
+    assert_eq!(awaiting, "scan");
     // A command the step cannot take is accepted by the API and refused by the batch: the
     // screen learns why from Notice.
     let () = ada.ok("Batches1", "Confirm", &(&id,)).await;

@@ -256,6 +256,19 @@ impl Batch {
         }
     }
 
+    /// What kind of operator input the batch waits for: `"scan"` (a material label),
+    /// `"confirm"` (a hand-weighed addition or a cleaning step), or `None`. For display only.
+    pub fn awaiting(&self) -> Option<&'static str> {
+        if self.state != State::Running {
+            return None;
+        }
+        match self.current_phase()? {
+            Planned::Scan { .. } => Some("scan"),
+            Planned::ManualDispense { .. } | Planned::Clean { .. } => Some("confirm"),
+            _ => None,
+        }
+    }
+
     /// How far the current phase has got, from 0 to 1. For display only: nothing decides on it.
     pub fn progress(&self, now: Duration) -> f64 {
         let frac = |done: f64, total: f64| {
@@ -930,6 +943,7 @@ mod tests {
             |b: &mut Batch, t, g, stable| b.handle(Event::Balance { grams: Some(g), stable }, s(t));
         assert_eq!(batch.instruction(), None, "nothing to do before the start");
         batch.handle(Event::Operator(Command::Start), s(0));
+        assert_eq!(batch.awaiting(), Some("confirm"));
         assert_eq!(
             batch.instruction().as_deref(),
             Some(
@@ -955,6 +969,7 @@ mod tests {
         assert!(ok.iter().any(|o| matches!(o, Output::PhaseDone { result, .. } if result.starts_with("0.9820 g of azathioprine"))), "{ok:?}");
         assert_eq!(batch.state(), State::Complete);
         assert_eq!(batch.instruction(), None, "nothing left to do");
+        assert_eq!(batch.awaiting(), None);
     }
 
     #[test]

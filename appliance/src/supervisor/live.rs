@@ -33,6 +33,8 @@ pub struct Live {
     pub setpoint_c: Option<f64>,
     /// What the operator must do now for the batch to go on (empty: nothing).
     pub instruction: String,
+    /// What input that is: "scan", "confirm", or empty.
+    pub awaiting: String,
     /// Why the operator's last command at this step was refused (empty: it was not).
     pub notice: String,
     /// Alarms of the current batch that are not yet acknowledged, newest last.

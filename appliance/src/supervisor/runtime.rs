@@ -218,6 +218,7 @@ impl<C: WallClock> Run<C> {
             l.phase_count = batch.plan().len();
             l.progress = batch.progress(now);
             l.setpoint_c = batch.setpoint();
+            batch.awaiting().unwrap_or_default().clone_into(&mut l.awaiting);
             let instruction = batch.instruction().unwrap_or_default();
             if instruction != l.instruction {
                 // A refusal belongs to the step it answered.
