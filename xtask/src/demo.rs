@@ -43,7 +43,7 @@ impl Steps {
     }
 }
 
-pub(crate) fn run() -> Result<()> {
+pub(crate) fn run(hmi: bool) -> Result<()> {
     println!("Galen demo: what the appliance software can do end to end today.");
     let root = workspace_root();
     let out = root.join("target/galen-demo");
@@ -51,7 +51,14 @@ pub(crate) fn run() -> Result<()> {
         std::fs::remove_dir_all(&out).context("clearing target/galen-demo")?;
     }
     std::fs::create_dir_all(&out)?;
-    let mut steps = Steps { total: 13, done: 0 };
+    if hmi && std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        bail!(
+            "--hmi opens a window and needs a desktop session (DISPLAY or WAYLAND_DISPLAY is \
+             not set); without one, run `cargo xtask demo`, which scripts the operator"
+        );
+    }
+    let mut steps = Steps { total: if hmi { 10 } else { 13 }, done: 0 };
 
     steps.next("Install what the appliance needs (Debian packages)");
     setup::run(setup::Mode::Install)?;
@@ -97,6 +104,17 @@ pub(crate) fn run() -> Result<()> {
     ctl.show("quinn", &["recipes", "install", &repo.display().to_string()])?;
     ctl.show("quinn", &["recipes", "activate", RECIPE])?;
     ctl.show("ada", &["recipes", "list"])?;
+
+    if hmi {
+        steps.next("Over to you: the touchscreen on the demo's appliance");
+        touchscreen(&root, &services.dbus_address, &mut rig)?;
+        steps.next("Stop everything that was started");
+        daemon.stop()?;
+        drop(rig);
+        drop(services);
+        println!("    stopped applianced, the unit, swtpm and dbus-daemon");
+        return Ok(());
+    }
 
     steps.next(
         "A pharmacist enters the patient and the lab's TPMT result; a second person verifies",
@@ -181,6 +199,46 @@ pub(crate) fn run() -> Result<()> {
          10) is built and boot-tested by `cargo xtask image --boot-test`, apart from this demo."
     );
     Ok(())
+}
+
+/// Opens galen-hmi on the demo's bus and lends it this terminal as the rig's console, until
+/// the window is closed.
+fn touchscreen(root: &Path, bus: &str, rig: &mut Rig) -> Result<()> {
+    println!("    people (user / PIN): admin / {ADMIN_PIN}");
+    for (user, name, role, pin) in PEOPLE {
+        println!("      {user:<6} / {pin}   {name}, {role}");
+    }
+    println!(
+        "    a patient: P-0001, 35 kg, 10 years, TPMT Intermediate Metabolizer, NUDT15 Normal \
+         Metabolizer ({RECIPE})"
+    );
+    println!(
+        "    when the screen asks for the powder, weigh it here, e.g. `add azathioprine 0.490`; \
+         close the window to finish"
+    );
+    let mut hmi =
+        process::spawn(Command::new(root.join("target/debug/galen-hmi")).args(["--bus", bus]))?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        if let Some(status) = hmi.try_wait()? {
+            println!("    the touchscreen closed ({status})");
+            return Ok(());
+        }
+        process::bail_if_interrupted()?;
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            match rig.console(line.trim()) {
+                Ok(answer) => println!("rig: {answer}"),
+                Err(e) => println!("rig: {e:#}"),
+            }
+        }
+    }
 }
 
 /// `galenctl` on the demo's private bus, as one person (each call logs in and out).

@@ -45,7 +45,13 @@ enum Cmd {
         cargo_args: Vec<String>,
     },
     /// Run the most complete end-to-end job the project can do today and say what it did.
-    Demo,
+    Demo {
+        /// After the recipes are installed, open the touchscreen app (galen-hmi) on the demo's
+        /// bus instead of scripting the operator; this terminal becomes the rig's console for
+        /// the hand-weighed powder (`add azathioprine 0.49`). Needs a desktop session.
+        #[arg(long)]
+        hmi: bool,
+    },
     /// Run every benchmark and rewrite docs/BENCHMARKS.md with the results.
     Bench,
     /// Build the appliance's bootable disk image (needs root; output in
@@ -81,7 +87,7 @@ fn main() -> ExitCode {
             setup::run(if check { setup::Mode::CheckOnly } else { setup::Mode::Install })
         }
         Cmd::Test { cargo_args } => test(&cargo_args),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo { hmi } => demo::run(hmi),
         Cmd::Bench => bench::run(),
         Cmd::Image { boot_test, trusted_root } => image::run(boot_test, trusted_root.as_deref()),
     });
