@@ -6,23 +6,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use galen_appliance::dbus::{self, PATH};
-use galen_appliance::records::NewUser;
 use galen_appliance::records::users::{Action, Role, permits};
-use galen_appliance::service::{Config, ExportTarget, Service};
-use galen_appliance::supervisor::live::{Feed, Live, distribute};
-use galen_appliance::supervisor::runtime::SystemClock;
-use galen_appliance::supervisor::{instruments, start_devices};
-use galen_hil::plant::PlantConfig;
-use galen_hil::plant::config::BalanceConfig;
-use galen_hil::rig::{Rig, RigConfig};
-use galen_recipes::model::Version;
-use galen_recipes::tuf::intake::Intake;
 use galen_record::entry::EntryKind;
 use galen_record::signature::Meaning;
 use serde::de::DeserializeOwned;
@@ -37,61 +27,10 @@ const PEOPLE: [(&str, &str, Role, &str); 5] = [
     ("sam", "Sam Service", Role::Service, "555555"),
 ];
 
-// Fields drop in order: the service (and its TPM context) before the swtpm.
-struct Appliance {
-    svc: Arc<Service>,
-    records: Arc<Mutex<galen_appliance::records::RecordStore>>,
-    repo: PathBuf,
-    exports: PathBuf,
-    _rig: Rig,
-    _tpm: support::Rig,
-    _dir: tempfile::TempDir,
-}
+use support::Appliance;
 
 async fn appliance() -> Appliance {
-    let tpm = support::Rig::new();
-    let mut store = tpm.commission();
-    let mut admin = store.login("admin", support::ADMIN_PIN, support::at(1)).unwrap();
-    for (username, full_name, role, pin) in PEOPLE {
-        let user = NewUser { username, full_name, role, pin };
-        store.add_user(&mut admin, &user, "test staff", support::at(2)).unwrap();
-    }
-    let records = Arc::new(Mutex::new(store));
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, root) = support::repository(dir.path()).await;
-    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
-    let rig =
-        Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig")).unwrap();
-    let intake = Intake::new(
-        root,
-        dir.path().join("recipes"),
-        "galen-cu1",
-        Version::parse("0.1.0").unwrap(),
-    )
-    .unwrap();
-    let (observed_tx, observed) = tokio::sync::mpsc::channel(256);
-    let devices = start_devices(rig.unit(), &observed_tx).unwrap();
-    let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
-    let feed = Feed::default();
-    tokio::spawn(distribute(observed, live.clone(), feed.clone()));
-    let exports = dir.path().join("exports");
-    let config = Config {
-        site: support::DEVICE.into(),
-        instruments: instruments(rig.unit()),
-        speed: 1.0,
-        export: ExportTarget::Directory(exports.clone()),
-    };
-    let svc = Arc::new(Service::new(
-        records.clone(),
-        intake,
-        config,
-        Arc::new(SystemClock),
-        devices,
-        live,
-        feed,
-        tokio::runtime::Handle::current(),
-    ));
-    Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
+    support::appliance(&PEOPLE).await
 }
 
 /// How clients reach the service.

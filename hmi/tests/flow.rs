@@ -14,23 +14,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use galen_appliance::dbus::{self, PATH};
-use galen_appliance::records::NewUser;
 use galen_appliance::records::users::Role;
-use galen_appliance::service::{Config, ExportTarget, Service};
-use galen_appliance::supervisor::live::{Feed, Live, distribute};
-use galen_appliance::supervisor::runtime::SystemClock;
-use galen_appliance::supervisor::{instruments, start_devices};
-use galen_hil::plant::PlantConfig;
-use galen_hil::plant::config::BalanceConfig;
-use galen_hil::rig::{Rig, RigConfig};
 use galen_hmi::client::{Bus, Client};
 use galen_hmi::{AppWindow, Options};
-use galen_recipes::model::Version;
-use galen_recipes::tuf::intake::Intake;
 use i_slint_backend_testing::{AccessibleRole, ElementHandle, ElementRoot as _};
 use slint::{ComponentHandle as _, Model as _};
 use zbus::Connection;
@@ -48,61 +37,11 @@ fn pin(user: &str) -> &'static str {
 
 const RECIPE: &str = "test-suspension";
 
-// Fields drop in order: the service (and its TPM context) before the swtpm.
-struct Appliance {
-    svc: Arc<Service>,
-    repo: PathBuf,
-    exports: PathBuf,
-    _rig: Rig,
-    _tpm: support::Rig,
-    _dir: tempfile::TempDir,
-}
+use support::Appliance;
 
 /// The service as `appliance/tests/api.rs` stands it up, with the people of the flow.
 async fn appliance() -> Appliance {
-    let tpm = support::Rig::new();
-    let mut store = tpm.commission();
-    let mut admin = store.login("admin", support::ADMIN_PIN, support::at(1)).unwrap();
-    for (username, full_name, role, pin) in PEOPLE {
-        let user = NewUser { username, full_name, role, pin };
-        store.add_user(&mut admin, &user, "test staff", support::at(2)).unwrap();
-    }
-    let records = Arc::new(Mutex::new(store));
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, root) = support::repository(dir.path()).await;
-    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
-    let rig =
-        Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig")).unwrap();
-    let intake = Intake::new(
-        root,
-        dir.path().join("recipes"),
-        "galen-cu1",
-        Version::parse("0.1.0").unwrap(),
-    )
-    .unwrap();
-    let (observed_tx, observed) = tokio::sync::mpsc::channel(256);
-    let devices = start_devices(rig.unit(), &observed_tx).unwrap();
-    let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
-    let feed = Feed::default();
-    tokio::spawn(distribute(observed, live.clone(), feed.clone()));
-    let exports = dir.path().join("exports");
-    let config = Config {
-        site: support::DEVICE.into(),
-        instruments: instruments(rig.unit()),
-        speed: 1.0,
-        export: ExportTarget::Directory(exports.clone()),
-    };
-    let svc = Arc::new(Service::new(
-        records,
-        intake,
-        config,
-        Arc::new(SystemClock),
-        devices,
-        live,
-        feed,
-        tokio::runtime::Handle::current(),
-    ));
-    Appliance { svc, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
+    support::appliance(&PEOPLE).await
 }
 
 /// A plain D-Bus client, for what is not the subject of this test.

@@ -7,8 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use galen_appliance::records::{At, FirstAdmin, RecordStore};
+use std::sync::{Arc, Mutex};
+
+use galen_appliance::records::users::Role;
+use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
+use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::supervisor::live::{Feed, Live, distribute};
+use galen_appliance::supervisor::runtime::SystemClock;
+use galen_appliance::supervisor::{instruments, start_devices};
 use galen_appliance::tpm::{Tpm, TpmConfig};
+use galen_hil::plant::PlantConfig;
+use galen_hil::plant::config::BalanceConfig;
+use galen_hil::rig::{Rig as HilRig, RigConfig};
+use galen_recipes::model::Version;
+use galen_recipes::tuf::intake::Intake;
 use galen_recipes::tuf::publish::{self, Expiries, RoleSpec};
 use galen_record::UtcMillis;
 use jiff::{SignedDuration, Timestamp};
@@ -234,4 +246,66 @@ pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
         .await
         .unwrap();
     (repo, root)
+}
+
+/// A real service on the simulated unit, as the API tests and the HMI's flow test need it.
+// Fields drop in order: the service (and its TPM context) before the swtpm.
+pub struct Appliance {
+    pub svc: Arc<Service>,
+    pub records: Arc<Mutex<RecordStore>>,
+    /// The manufacturer's signed repository with the test recipe.
+    pub repo: PathBuf,
+    /// Where exports go.
+    pub exports: PathBuf,
+    _rig: HilRig,
+    _tpm: Rig,
+    _dir: TempDir,
+}
+
+/// Commissions a store on a private swtpm with `people` added, starts the rig (analytical
+/// balance) and the device actors, and builds the service over a fresh signed repository.
+pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str)]) -> Appliance {
+    let tpm = Rig::new();
+    let mut store = tpm.commission();
+    let mut admin = store.login("admin", ADMIN_PIN, at(1)).unwrap();
+    for &(username, full_name, role, pin) in people {
+        let user = NewUser { username, full_name, role, pin };
+        store.add_user(&mut admin, &user, "test staff", at(2)).unwrap();
+    }
+    let records = Arc::new(Mutex::new(store));
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root) = repository(dir.path()).await;
+    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
+    let rig = HilRig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig"))
+        .unwrap();
+    let intake = Intake::new(
+        root,
+        dir.path().join("recipes"),
+        "galen-cu1",
+        Version::parse("0.1.0").unwrap(),
+    )
+    .unwrap();
+    let (observed_tx, observed) = tokio::sync::mpsc::channel(256);
+    let devices = start_devices(rig.unit(), &observed_tx).unwrap();
+    let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
+    let feed = Feed::default();
+    tokio::spawn(distribute(observed, live.clone(), feed.clone()));
+    let exports = dir.path().join("exports");
+    let config = Config {
+        site: DEVICE.into(),
+        instruments: instruments(rig.unit()),
+        speed: 1.0,
+        export: ExportTarget::Directory(exports.clone()),
+    };
+    let svc = Arc::new(Service::new(
+        records.clone(),
+        intake,
+        config,
+        Arc::new(SystemClock),
+        devices,
+        live,
+        feed,
+        tokio::runtime::Handle::current(),
+    ));
+    Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
 }
