@@ -46,6 +46,12 @@ fn main() -> Result<()> {
     let options =
         Options { bus, stick: args.stick, lock_after: Duration::from_secs(args.lock_after) };
     let _running = galen_hmi::init(&ui, client, rt.handle().clone(), options);
+    // Under systemd (the appliance's kiosk unit is Type=notify) "ready" means connected to
+    // applianced and the event loop turning with the window shown: the timer fires only from
+    // inside the loop that paints. The boot test reports this moment and checks the pixels.
+    slint::Timer::single_shot(Duration::ZERO, || {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    });
     ui.run().context("running the window")?;
     Ok(())
 }

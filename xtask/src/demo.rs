@@ -14,19 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+use crate::operator::{self, Galenctl, Output, PEOPLE};
 use crate::services::Services;
 use crate::{cargo, process, setup, workspace_root};
 
 /// Plant seconds per real second: the recipe's ten-minute mix takes one.
 const SPEED: u32 = 10;
 
-/// The people at the appliance: (user, name, role, PIN). Demo PINs, printed on purpose.
-const PEOPLE: [(&str, &str, &str, &str); 4] = [
-    ("ada", "Ada Lovelace", "pharmacist", "111111"),
-    ("vic", "Victor Second", "verifier", "222222"),
-    ("quinn", "Quinn Release", "qa", "333333"),
-    ("ida", "Ida Inspector", "inspector", "444444"),
-];
 const ADMIN_PIN: &str = "271828";
 const RECIPE: &str = "azathioprine-oral-suspension";
 
@@ -89,16 +83,11 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
 
     steps.next("Commission the appliance and start its supervisor, applianced, on the unit");
     let mut daemon = Daemon::start(&out, &services, &keys.join("root.json"))?;
-    let ctl = Ctl { bin: root.join("target/debug/galenctl"), bus: services.dbus_address.clone() };
+    let mut ctl =
+        Ctl { bin: root.join("target/debug/galenctl"), bus: services.dbus_address.clone() };
 
     steps.next("The administrator adds the people who will work at the appliance");
-    for (user, name, role, pin) in PEOPLE {
-        ctl.show_with(
-            "admin",
-            &["users", "add", user, "--name", name, "--role", role, "--reason", "new staff"],
-            &[("GALEN_NEW_PIN", pin)],
-        )?;
-    }
+    operator::add_people(&mut ctl, "admin")?;
 
     steps.next("QA installs the signed recipes from the manufacturer's stick and activates one");
     ctl.show("quinn", &["recipes", "install", &repo.display().to_string()])?;
@@ -146,7 +135,11 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
 
     steps.next("The batch runs on the unit; the pharmacist does what the screen asks");
     ctl.show("ada", &["batch", "start", &id])?;
-    operate(&ctl, &mut rig, &id)?;
+    operator::operate(&mut ctl, &id, &mut |material, grams| {
+        println!("      rig> add {material} {grams}");
+        println!("      {}", rig.console(&format!("add {material} {grams}"))?);
+        Ok(())
+    })?;
 
     steps.next("The pharmacist signs the record; QA releases the batch and prints its label");
     let labels = out.join("labels");
@@ -170,7 +163,7 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
         println!("      {line}");
     }
     println!("    VERIFY.txt, followed literally with openssl and sha256sum only:");
-    follow_verify_txt(&bundle)?;
+    operator::follow_verify_txt(&bundle)?;
 
     steps.next("Stop everything that was started");
     daemon.stop()?;
@@ -195,8 +188,8 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
     println!("    applianced's log     {}", out.join("applianced.log").display());
     println!("    signed recipe repo   {}", repo.display());
     println!(
-        "\nNot in this demo yet: the touchscreen (issue 9) is not built; the disk image (issue \
-         10) is built and boot-tested by `cargo xtask image --boot-test`, apart from this demo."
+        "\nNot in this demo: the touchscreen runs with `cargo xtask demo --hmi`; the disk image \
+         is built and boot-tested by `cargo xtask image --boot-test`."
     );
     Ok(())
 }
@@ -248,54 +241,40 @@ struct Ctl {
 }
 
 impl Ctl {
-    fn command(&self, user: &str, args: &[&str]) -> Command {
-        let pin = if user == "admin" {
-            ADMIN_PIN
-        } else {
-            PEOPLE.iter().find(|p| p.0 == user).map_or("", |p| p.3)
-        };
+    fn command(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let pin = if user == "admin" { ADMIN_PIN } else { operator::pin_of(user).unwrap_or("") };
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .env("GALEN_BUS", &self.bus)
             .env("GALEN_USER", user)
             .env("GALEN_PIN", pin)
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         cmd
     }
+}
 
-    /// Runs a command as typed at a shell, and shows it with its output.
-    fn show(&self, user: &str, args: &[&str]) -> Result<String> {
-        self.show_with(user, args, &[])
+impl Galenctl for Ctl {
+    fn run(&mut self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        let out = self
+            .command(user, args, env)
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 
-    fn show_with(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
-        let here = workspace_root().display().to_string();
-        let typed: Vec<String> = args
-            .iter()
-            .map(|a| if a.contains(' ') { format!("{a:?}") } else { (*a).to_owned() })
-            .collect();
-        println!("    $ galenctl -u {user} {}", typed.join(" ").replace(&here, "."));
-        let mut cmd = self.command(user, args);
-        cmd.envs(env.iter().copied());
-        let out = process::output(&mut cmd)?;
-        for line in out.lines() {
-            println!("      {}", line.replace(&here, "."));
-        }
-        Ok(out)
+    fn tidy(&self, text: &str) -> String {
+        text.replace(&*workspace_root().display().to_string(), ".")
     }
 
-    /// Runs a command with `--json` and returns what it printed.
-    fn json(&self, user: &str, args: &[&str]) -> Result<Value> {
-        let mut cmd = self.command(user, args);
-        cmd.arg("--json");
-        let out = process::output(&mut cmd)?;
-        serde_json::from_str(&out)
-            .with_context(|| format!("galenctl {} printed {out:?}", args.join(" ")))
-    }
-
-    /// `batch watch --until-operator`, its progress on the terminal.
-    fn watch(&self, user: &str, id: &str) -> Result<Value> {
-        let mut cmd = self.command(user, &["batch", "watch", id, "--until-operator", "--json"]);
+    /// As the trait's, with galenctl's progress bar on the terminal.
+    fn watch(&mut self, user: &str, id: &str) -> Result<Value> {
+        let mut cmd =
+            self.command(user, &["batch", "watch", id, "--until-operator", "--json"], &[]);
         cmd.stderr(Stdio::inherit());
         let out = cmd.output().context("running galenctl batch watch")?;
         // Exit 5: the batch ended other than Complete; its state says how.
@@ -306,84 +285,6 @@ impl Ctl {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
-    }
-
-    /// Polls the unit until `done` holds, up to `within`.
-    fn wait(&self, user: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let status = self.json(user, &["status"])?;
-            if done(&status) || Instant::now() > deadline {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// Does what the unit asks of the operator until the batch is Complete: scans the labels,
-/// weighs the powder onto the balance by hand (the rig's console), confirms the cleaning.
-fn operate(ctl: &Ctl, rig: &mut Rig, id: &str) -> Result<()> {
-    let lots = [("azathioprine", "AZA-2291"), ("vehicle", "ORA-77")];
-    loop {
-        let w = ctl.watch("ada", id)?;
-        let state = w["state"].as_str().unwrap_or_default();
-        let instruction = w["instruction"].as_str().unwrap_or_default().to_owned();
-        match state {
-            "Complete" => {
-                println!("    {id} is Complete");
-                return Ok(());
-            }
-            "Running" => {}
-            other => {
-                ctl.show("ada", &["status"])?;
-                bail!("the batch stopped as {other}: {instruction}");
-            }
-        }
-        println!("    the screen says: {instruction}");
-        if let Some(rest) = instruction.strip_prefix("Scan the ") {
-            let material = rest.split_whitespace().next().unwrap_or_default();
-            let lot = lots.iter().find(|l| l.0 == material).map_or("LOT-1", |l| l.1);
-            act(ctl, &instruction, &["batch", "scan", id, material, lot, "2030-12-31"])?;
-        } else if let Some(rest) = instruction.strip_prefix("Add ") {
-            // "Add 0.490 g of azathioprine onto the balance ..."
-            let mut words = rest.split_whitespace();
-            let grams = words.next().unwrap_or_default();
-            let material = words.nth(2).unwrap_or_default();
-            println!("    (the pharmacist weighs {grams} g of {material} into the vessel)");
-            println!("      rig> add {material} {grams}");
-            println!("      {}", rig.console(&format!("add {material} {grams}"))?);
-            // A confirm while the pan still moves is refused: wait, as the screen says, and
-            // confirm again.
-            for _ in 0..5 {
-                ctl.wait("ada", Duration::from_secs(20), |s| s["stable"] == true)?;
-                match act(ctl, &instruction, &["batch", "confirm", id])? {
-                    None => break,
-                    Some(n) if n.contains("stable") => std::thread::sleep(Duration::from_secs(1)),
-                    Some(n) => bail!("the hand addition was refused: {n}"),
-                }
-            }
-        } else {
-            println!("    (the pharmacist does it)");
-            act(ctl, &instruction, &["batch", "confirm", id])?;
-        }
-    }
-}
-
-/// Does one operator action and waits until the batch has taken it in (the instruction moves
-/// on), so the next watch sees the next step. Returns the refusal, if it was refused.
-fn act(ctl: &Ctl, instruction: &str, args: &[&str]) -> Result<Option<String>> {
-    let before = ctl.json("ada", &["status"])?["notice"].clone();
-    ctl.show("ada", args)?;
-    let s = ctl.wait("ada", Duration::from_secs(10), |s| {
-        s["instruction"].as_str() != Some(instruction) || s["notice"] != before
-    })?;
-    match s["notice"].as_str().filter(|n| !n.is_empty()) {
-        Some(notice) if s["instruction"].as_str() == Some(instruction) => {
-            println!("    refused: {notice}");
-            Ok(Some(notice.to_owned()))
-        }
-        _ => Ok(None),
     }
 }
 
@@ -614,24 +515,4 @@ impl Daemon {
         }
         Ok(())
     }
-}
-
-/// Runs the `  $ ` commands of VERIFY.txt in the bundle and checks each against its `expect:`.
-fn follow_verify_txt(bundle: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(bundle.join("VERIFY.txt")).context("reading VERIFY.txt")?;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let Some(command) = line.strip_prefix("  $ ") else { continue };
-        let expect = lines.next().and_then(|l| l.trim().strip_prefix("expect: ")).unwrap_or("");
-        let got = process::output(Command::new("sh").arg("-c").arg(command).current_dir(bundle))?;
-        let got = got.trim();
-        // The fingerprint is compared by a person against the commissioning record.
-        let ok = got == expect || expect.starts_with("the fingerprint");
-        println!("      $ {command}");
-        println!("        {got}{}", if ok { "" } else { "   <-- UNEXPECTED" });
-        if !ok {
-            bail!("VERIFY.txt step `{command}` printed {got:?}, expected {expect:?}");
-        }
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod image;
+mod operator;
 mod process;
 mod services;
 mod setup;
@@ -66,10 +67,12 @@ enum Cmd {
     /// initramfs script or the host's apt sources change.
     Image {
         /// Then boot it in QEMU (TCG) with swtpm as the TPM, the simulated unit's instruments
-        /// (hil rig) on its serial ports and a FAT stick on USB: first boot commissions,
-        /// applianced must report READY, udisks2 must see the stick; then report the time to
-        /// READY next to the time to a login prompt with our services masked. A last boot
-        /// starts a fresh unit through UEFI firmware and systemd-boot (about 2.5 min in all).
+        /// (hil rig) on its serial ports and a FAT stick on USB: the first boot commissions,
+        /// runs a short batch with galenctl in the guest and exports its record to the stick,
+        /// which is then verified on the host; the touchscreen is saved as PNG; the time to
+        /// the touchscreen and to applianced's READY is reported next to the time to a login
+        /// prompt with our services masked. A last boot starts a fresh unit through UEFI
+        /// firmware and systemd-boot (about 6 min in all).
         #[arg(long)]
         boot_test: bool,
         /// The manufacturer's TUF root.json the image trusts for recipes. Without it, a

@@ -26,6 +26,15 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package { name: "gcc", why: "compiles the bundled SQLite and other C parts of -sys crates" },
     Package { name: "libc6-dev", why: "C headers for the -sys crates" },
     Package { name: "libtss2-dev", why: "TPM2 software stack (tpm2-tss) that tss-esapi links" },
+    Package {
+        name: "libinput-dev",
+        why: "the image's galen-hmi (feature kms) reads the touchscreen through libinput",
+    },
+    Package { name: "libudev-dev", why: "libinput finds the touchscreen through udev" },
+    Package {
+        name: "libxkbcommon-dev",
+        why: "the image's galen-hmi maps a barcode scanner's or keyboard's keys (xkbcommon)",
+    },
     // Test and run time.
     Package { name: "swtpm", why: "software TPM that tests and the demo seal records with" },
     Package {

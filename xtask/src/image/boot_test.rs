@@ -8,12 +8,17 @@
 //!
 //! Four boots of the same image, one after the other:
 //! 1. first boot: commissioning from SMBIOS credentials (admin, PIN, the unit file), then
-//!    applianced must report READY; checks that udisks2 sees the stick and that user galen
-//!    may mount, unmount and power it off (the polkit rule), and what the image promises
-//!    (read-only root, /var on the data partition, named serial ports, the TPM);
+//!    applianced must report READY; checks what the image promises (read-only root, /var on
+//!    the data partition, named serial ports, the TPM), that udisks2 sees the stick and user
+//!    galen may mount it (the polkit rule); then a short personalised batch with `galenctl`
+//!    in the guest ([`check_batch`]: people added, the development manufacturer's recipe
+//!    installed from the stick, created, verified, run on the rig's instruments to Complete,
+//!    signed, released, exported by applianced to the stick through udisks2, which powers it
+//!    off); the touchscreen reports READY and a QMP screendump of it is saved as PNG;
 //! 2. baseline: our units masked on the kernel command line; time to the login prompt;
-//! 3. regular boot (already commissioned): time to applianced's READY; the records verified
-//!    against the TPM and the first boot's clean stop is in the persistent journal;
+//! 3. regular boot (already commissioned): time to applianced's READY and to the
+//!    touchscreen's (screendump `hmi.png`); the records verified against the TPM and the first
+//!    boot's clean stop is in the persistent journal;
 //! 4. production boot, a second unit fresh from the factory (its own disk overlay and TPM):
 //!    UEFI firmware (OVMF) boots the disk itself (systemd-boot from the ESP, slot A's entry,
 //!    nothing added to the command line); it commissions from credentials, shows a login
@@ -29,7 +34,9 @@
 //! pty vanishes within seconds). It also needs its own TPM: the record key is sealed to PCR 7,
 //! which differs between SeaBIOS and OVMF, exactly as it would after a firmware change.
 //! Everything (QEMU, swtpm, the rig) is a tracked child: Ctrl-C or a failure stops them all.
-//! Logs stay in `<target>/galen-image/boot-test/`.
+//! Between the first and the baseline boot, the bundle exported to the stick is copied off
+//! `stick.img` with mtools and verified with `galen-verify` and by following its VERIFY.txt
+//! with openssl. Logs, the screendumps and the export stay in `<target>/galen-image/boot-test/`.
 //!
 //! Adding a check: a function taking `&mut Agent` that runs a shell script in the guest with
 //! `agent.check(what, script, timeout)` (root; exit status 0 or the check fails with the
@@ -47,9 +54,11 @@ use anyhow::{Context, Result, bail};
 
 use super::Step;
 use super::agent::Agent;
-use super::build::Built;
+use super::build::{Built, HostTools};
 use super::qmp::Qmp;
+use crate::operator::{self, Galenctl, Output};
 use crate::process::{self, Tracked};
+use crate::workspace_root;
 
 /// The instruments and the PCI slot of the UART each is wired to; the image's
 /// `70-galen-serial.rules` names `/dev/galen/<name>` after the same slots.
@@ -64,7 +73,14 @@ const ADMIN_PIN: &str = "246810";
 const STICK_LABEL: &str = "GALEN-STICK";
 
 /// Our units; the baseline boot masks them.
-const OUR_UNITS: &[&str] = &["applianced.service", "galen-commission.service"];
+const OUR_UNITS: &[&str] = &["applianced.service", "galen-commission.service", "galen-hmi.service"];
+
+/// The recipe the guest runs: short, published by the development manufacturer for this test.
+const SMOKE_RECIPE: &str = "smoke-suspension";
+const SMOKE_RECIPE_FILE: &str = "hil/recipes/smoke-suspension.toml";
+
+/// The display the touchscreen is drawn on (QEMU's VGA offers it as the preferred mode).
+const SCREEN: (u32, u32) = (1280, 800);
 
 /// TCG on two shared cores is slow; these are generous, the report says what it really took.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -115,11 +131,15 @@ impl Boot {
 }
 
 /// What one boot measured: seconds from QEMU's start (host) and from the kernel's start
-/// (guest, systemd's monotonic timestamps).
+/// (guest, systemd's monotonic timestamps); and the first boot's export on the stick.
 #[derive(Debug, Default)]
 struct Timings {
+    /// The folder the batch record went to on the stick.
+    export: Option<String>,
     ready_host: Option<f64>,
     ready_guest: Option<f64>,
+    hmi_host: Option<f64>,
+    hmi_guest: Option<f64>,
     login_host: Option<f64>,
     login_guest: Option<f64>,
     poweroff: Option<f64>,
@@ -134,9 +154,10 @@ pub(crate) fn run(built: &Built) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     println!("boot test: logs in {}", dir.display());
 
-    let hil = built.hil.as_ref().context("the build did not make the hil binary")?;
-    let (_rig, ptys, guest_unit) = start_rig(hil, &dir.join("rig"))?;
-    let stick = make_stick(&dir)?;
+    let host = built.host.as_ref().context("the build did not make the boot test's host tools")?;
+    let (_rig, ptys, guest_unit) = start_rig(&host.hil, &dir.join("rig"))?;
+    let recipes = publish_recipe(host, &dir)?;
+    let stick = make_stick(&dir, &recipes)?;
     let overlay = dir.join("disk.qcow2");
     let production_overlay = dir.join("disk-production.qcow2");
     for disk in [&overlay, &production_overlay] {
@@ -170,6 +191,10 @@ pub(crate) fn run(built: &Built) -> Result<()> {
     // or the timings; a guest that does not boot, get ready or power off ends the run.
     let mut failed = Vec::new();
     let first = boot(&run, Boot::First, &mut failed)?;
+    match &first.export {
+        Some(folder) => soft(&mut failed, check_bundle(&run, host, folder)),
+        None => failed.push("no batch record was exported on the first boot (above)".to_owned()),
+    }
     let baseline = boot(&run, Boot::Baseline, &mut failed)?;
     let regular = boot(&run, Boot::Regular, &mut failed)?;
     let production = boot(&run, Boot::Production, &mut failed)?;
@@ -193,6 +218,7 @@ fn report(first: &Timings, baseline: &Timings, regular: &Timings, production: &T
     let mut out = String::new();
     let _ = writeln!(out, "{:<44} {:>14} {:>16}", "", "from QEMU start", "from kernel start");
     let rows = [
+        ("touchscreen ready (galen-hmi), regular boot", regular.hmi_host, regular.hmi_guest),
         ("applianced ready, regular boot", regular.ready_host, regular.ready_guest),
         ("login prompt, our services masked", baseline.login_host, baseline.login_guest),
         ("login prompt, regular boot", regular.login_host, regular.login_guest),
@@ -266,8 +292,9 @@ fn guest_unit_file(rig_unit: &str, rig_dir: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// A FAT stick image with one file on it, made without mounting (mkfs.vfat + mtools).
-fn make_stick(dir: &Path) -> Result<PathBuf> {
+/// A FAT stick image, made without mounting (mkfs.vfat + mtools), with a README and the
+/// manufacturer's signed repository in `recipes/`.
+fn make_stick(dir: &Path, recipes: &Path) -> Result<PathBuf> {
     let stick = dir.join("stick.img");
     process::run(
         Command::new("mkfs.vfat")
@@ -278,15 +305,34 @@ fn make_stick(dir: &Path) -> Result<PathBuf> {
     )?;
     let readme = dir.join("README.TXT");
     std::fs::write(&readme, "Export stick for the Galen boot test.\n")?;
-    process::run(
-        Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&stick)
-            .arg(&readme)
-            .arg("::/README.TXT"),
-    )?;
+    process::run(mtools("mcopy", &stick).arg(&readme).arg("::/README.TXT"))?;
+    process::run(mtools("mcopy", &stick).arg("-s").arg(recipes).arg("::/recipes"))?;
     Ok(stick)
+}
+
+/// An mtools command on a FAT image (no mount; the image has no partition table).
+fn mtools(tool: &str, image: &Path) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(image);
+    cmd
+}
+
+/// The development manufacturer publishes the smoke recipe (TUF, signed with the keys whose
+/// root the image trusts); returns the repository.
+fn publish_recipe(host: &HostTools, dir: &Path) -> Result<PathBuf> {
+    let repo = dir.join("recipes");
+    process::run(
+        Command::new(&host.recipe)
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--keys")
+            .arg(&host.manufacturer)
+            .arg(workspace_root().join(SMOKE_RECIPE_FILE))
+            .stdout(Stdio::null()),
+    )
+    .context("publishing the boot test's recipe as the development manufacturer")?;
+    Ok(repo)
 }
 
 /// SMBIOS type 11 strings, one file each (`-smbios type=11,path=…` keeps commas and quotes
@@ -320,7 +366,7 @@ struct Machine {
     _swtpm: Tracked,
     started: Instant,
     login: Arc<Mutex<Option<Instant>>>,
-    /// The QMP socket, for the power button (and stage 2's screendump).
+    /// The QMP socket, for the power button and the screendump.
     qmp: PathBuf,
     console: PathBuf,
 }
@@ -342,7 +388,12 @@ fn boot(run: &Run, which: Boot, failed: &mut Vec<String>) -> Result<Timings> {
             let agent = &mut machine.agent;
             soft(failed, check_image(agent));
             soft(failed, check_commissioned(agent));
-            soft(failed, check_stick(agent));
+            // Last: the export powers the stick off.
+            match check_stick(agent).and_then(|mount| check_batch(agent, &mount)) {
+                Ok(folder) => t.export = Some(folder),
+                Err(e) => soft(failed, Err(e)),
+            }
+            soft(failed, check_hmi(&mut machine, &mut t, &run.dir.join("hmi-first-boot.png")));
         }
         Boot::Baseline => {
             let state = machine
@@ -354,6 +405,7 @@ fn boot(run: &Run, which: Boot, failed: &mut Vec<String>) -> Result<Timings> {
         }
         Boot::Regular => {
             wait_ready(&mut machine, &mut t)?;
+            soft(failed, check_hmi(&mut machine, &mut t, &run.dir.join("hmi.png")));
             soft(failed, check_machine_id(&mut machine.agent));
             soft(failed, check_restart(&mut machine.agent));
         }
@@ -423,11 +475,11 @@ fn start(run: &Run, which: Boot) -> Result<Machine> {
         "-no-user-config",
         "-display",
         "none",
-        "-vga",
-        "std",
         "-nic",
         "none",
     ]);
+    // The touchscreen's size as the display's preferred mode (EDID), which the HMI takes.
+    cmd.arg("-device").arg(format!("VGA,edid=on,xres={},yres={}", SCREEN.0, SCREEN.1));
     let disk = if production {
         cmd.arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
@@ -464,7 +516,7 @@ fn start(run: &Run, which: Boot) -> Result<Machine> {
         .arg("-chardev")
         .arg(format!("socket,id=agent,path={},server=on,wait=off", agent_sock.display()))
         .args(["-device", "virtserialport,bus=agentbus.0,chardev=agent,name=org.galen.agent.0"])
-        // For stage-2 checks that need the machine itself (screendump of the HMI).
+        // For what needs the machine itself: the power button, the screendump of the HMI.
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
     let instruments = if production { &[][..] } else { &run.ptys[..] };
@@ -563,27 +615,33 @@ fn watch_console(console: PathBuf, started: Instant) -> Arc<Mutex<Option<Instant
 
 /// Waits for applianced's READY (Type=notify: "active" means READY=1 arrived).
 fn wait_ready(machine: &mut Machine, t: &mut Timings) -> Result<()> {
-    // A restart means the first try failed: say why at once instead of waiting it out.
-    let script = r#"
+    let (host, guest) = wait_active(machine, "applianced.service", "galen-commission.service")?;
+    (t.ready_host, t.ready_guest) = (Some(host), Some(guest));
+    println!("image: applianced ready {host:.1} s after QEMU started");
+    Ok(())
+}
+
+/// Waits until `unit` (Type=notify) is active, that is READY, and returns when, from QEMU's
+/// start and from the kernel's. A restart means the first try failed: that fails at once with
+/// `unit`'s and `related`'s journal instead of waiting it out.
+fn wait_active(machine: &mut Machine, unit: &str, related: &str) -> Result<(f64, f64)> {
+    let script = format!(
+        r#"
         while :; do
-            state=$(systemctl is-active applianced.service)
+            state=$(systemctl is-active {unit})
             [ "$state" = active ] && exit 0
             [ "$state" = failed ] && break
-            [ "$(systemctl show --property=NRestarts --value applianced.service)" = 0 ] || break
+            [ "$(systemctl show --property=NRestarts --value {unit})" = 0 ] || break
             sleep 0.2
         done
-        echo "applianced is $state after $(systemctl show --property=NRestarts --value applianced.service) restart(s)"
-        journalctl -b --no-pager -o short-monotonic -u galen-commission.service -u applianced.service | tail -n 40
+        echo "{unit} is $state after $(systemctl show --property=NRestarts --value {unit}) restart(s)"
+        journalctl -b --no-pager -o short-monotonic -u {related} -u {unit} | tail -n 40
         exit 1
-    "#;
-    machine.agent.check("waiting for applianced to report READY", script, BOOT_TIMEOUT)?;
-    t.ready_host = Some(machine.started.elapsed().as_secs_f64());
-    t.ready_guest = Some(active_since_boot(&mut machine.agent, "applianced.service")?);
-    println!(
-        "image: applianced ready {:.1} s after QEMU started",
-        t.ready_host.unwrap_or_default()
+    "#
     );
-    Ok(())
+    machine.agent.check(&format!("waiting for {unit} to report READY"), &script, BOOT_TIMEOUT)?;
+    let host = machine.started.elapsed().as_secs_f64();
+    Ok((host, active_since_boot(&mut machine.agent, unit)?))
 }
 
 fn wait_login(machine: &mut Machine, t: &mut Timings) -> Result<()> {
@@ -664,8 +722,9 @@ fn check_commissioned(agent: &mut Agent) -> Result<()> {
     Ok(())
 }
 
-/// udisks2 sees the stick, and user galen may mount, unmount and power it off (polkit rule).
-fn check_stick(agent: &mut Agent) -> Result<()> {
+/// udisks2 sees the stick, and user galen may mount it (the polkit rule); returns where it is
+/// mounted, and leaves it mounted for [`check_batch`] to install the recipes from.
+fn check_stick(agent: &mut Agent) -> Result<String> {
     let script = format!(
         r#"
         set -e
@@ -676,18 +735,14 @@ fn check_stick(agent: &mut Agent) -> Result<()> {
         for i in $(seq 1 150); do [ "$(p "$obj" Block IdLabel 2>/dev/null)" = '"{STICK_LABEL}"' ] && break; sleep 0.2; done
         drive=$(p "$obj" Block Drive | tr -d '"')
         echo "type=$(p "$obj" Block IdType) label=$(p "$obj" Block IdLabel) bus=$(p "$drive" Drive ConnectionBus) removable=$(p "$drive" Drive Removable)"
-        as_galen() {{ runuser -u galen -- udisksctl "$@" --no-user-interaction; }}
-        as_galen mount -b "$dev" -o noexec,nosuid,nodev
+        runuser -u galen -- udisksctl mount -b "$dev" -o noexec,nosuid,nodev --no-user-interaction
         mnt=$(findmnt -no TARGET "$dev")
-        echo "mounted at $mnt: $(ls "$mnt")"
-        as_galen unmount -b "$dev"
-        as_galen power-off -b "$dev"
-        for i in $(seq 1 50); do [ -e "$dev" ] || break; sleep 0.2; done
-        [ ! -e "$dev" ] && echo "powered off"
+        echo "mounted by user galen: $(ls "$mnt" | tr '\n' ' ')"
+        echo "$mnt"
         "#
     );
     let out = agent.check(
-        "using the USB stick through udisks2 as user galen",
+        "mounting the USB stick through udisks2 as user galen",
         &script,
         Duration::from_secs(120),
     )?;
@@ -695,15 +750,220 @@ fn check_stick(agent: &mut Agent) -> Result<()> {
     if !out.lines().any(|l| l == expected) {
         bail!("udisks2 does not see the stick as expected ({expected}); the guest said:\n{out}");
     }
-    for line in out.lines() {
+    let listing = out.lines().find(|l| l.starts_with("mounted by user galen:")).unwrap_or("");
+    if !listing.contains("README.TXT") || !listing.contains("recipes") {
+        bail!("the stick was not mounted and read as expected; the guest said:\n{out}");
+    }
+    for line in out.lines().filter(|l| !l.starts_with('/')) {
         println!("image: ok: stick: {line}");
     }
-    if !out.contains("README.TXT") || !out.lines().any(|l| l == "powered off") {
-        bail!(
-            "the stick was not mounted, read and powered off as expected; the guest said:\n{out}"
+    out.lines().last().map(str::to_owned).context("the guest named no mount point")
+}
+
+/// One short personalised batch, the way the people at the unit would run it with galenctl:
+/// the administrator adds them, QA installs the manufacturer's recipe from the stick (mounted
+/// by [`check_stick`]) and activates it, the pharmacist creates a batch for a TPMT
+/// intermediate metaboliser, a second person verifies, the unit runs it on the simulated
+/// instruments, the pharmacist signs, QA releases, and the inspector exports the record to the
+/// stick, which applianced mounts, writes, unmounts and powers off through udisks2. Returns
+/// the export's folder on the stick.
+fn check_batch(agent: &mut Agent, stick: &str) -> Result<String> {
+    let step = Step::new("boot test: a batch on the unit, through galenctl in the guest");
+    let result = run_batch(agent, stick);
+    if result.is_err() && !process::interrupted() {
+        // What the unit and its supervisor said, for whoever reads the failure.
+        let diagnosis = agent.run(
+            &format!(
+                "GALEN_USER={} GALEN_PIN={} galenctl status 2>&1
+                 journalctl -b --no-pager -o short-monotonic -u applianced.service | tail -n 60",
+                operator::PHARMACIST,
+                operator::pin_of(operator::PHARMACIST).unwrap_or_default()
+            ),
+            Duration::from_secs(60),
         );
+        match diagnosis {
+            Ok(reply) => println!("image: the unit after the failed batch:\n{}", reply.output),
+            Err(e) => println!("image: could not ask the unit what happened: {e:#}"),
+        }
     }
+    let folder = result?;
+    step.done();
+    Ok(folder)
+}
+
+fn run_batch(agent: &mut Agent, stick: &str) -> Result<String> {
+    let mut ctl = GuestCtl { agent };
+    operator::add_people(&mut ctl, ADMIN_USER)?;
+    ctl.show("quinn", &["recipes", "install", &format!("{stick}/recipes")])?;
+    ctl.show("quinn", &["recipes", "activate", SMOKE_RECIPE])?;
+    // Read; now it must go, or applianced could not mount it for the export.
+    ctl.agent.check(
+        "unmounting the stick after the recipes were read",
+        &format!("runuser -u galen -- udisksctl unmount -p block_devices/$(basename $(readlink -f /dev/disk/by-label/{STICK_LABEL})) --no-user-interaction"),
+        Duration::from_secs(60),
+    )?;
+    let patient = [
+        "--recipe",
+        SMOKE_RECIPE,
+        "--patient-id",
+        "P-0001",
+        "--weight-kg",
+        "35",
+        "--age-years",
+        "10",
+        "--phenotype",
+        "TPMT=Intermediate Metabolizer",
+        "--phenotype",
+        "NUDT15=Normal Metabolizer",
+    ];
+    let create: Vec<&str> = ["batch", "create"].into_iter().chain(patient).collect();
+    let created = ctl.json(operator::PHARMACIST, &create)?;
+    let id = created["batch"].as_str().context("batch create printed no id")?.to_owned();
+    println!("    created {id}");
+    ctl.show("vic", &["batch", "verify", &id])?;
+    ctl.show(operator::PHARMACIST, &["batch", "start", &id])?;
+    operator::operate(&mut ctl, &id, &mut |material, grams| {
+        bail!("the smoke recipe asked for {grams} g of {material} by hand; it should need no hands")
+    })?;
+    ctl.show(operator::PHARMACIST, &["batch", "sign", &id])?;
+    ctl.show("quinn", &["batch", "release", &id, "--label-dir", "/run/galen-labels"])?;
+    let export = ctl.json("ida", &["records", "export", "--batch", &id])?;
+    println!("    exported: {export}");
+    let folder = export["folder"].as_str().context("the export named no folder")?.to_owned();
+    if export["safe_to_remove"] != true {
+        bail!("the stick was not powered off after the export: {export}");
+    }
+    ctl.agent.check(
+        "the stick is gone after the export powered it off",
+        &format!(
+            "[ ! -e /dev/disk/by-label/{STICK_LABEL} ] || {{ ls -l /dev/disk/by-label; exit 1; }}"
+        ),
+        Duration::from_secs(30),
+    )?;
+    println!(
+        "image: ok: batch {id} ran to Complete, was signed, released and exported to {folder}"
+    );
+    Ok(folder)
+}
+
+/// The longest one galenctl call in the guest may take (`batch watch` waits for a phase).
+const GALENCTL_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// `galenctl` inside the guest, through the agent (as root, on the system bus).
+struct GuestCtl<'a> {
+    agent: &'a mut Agent,
+}
+
+impl Galenctl for GuestCtl<'_> {
+    fn run(&mut self, user: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        const SPLIT: &str = "@@galenctl-stderr";
+        let pin = if user == ADMIN_USER {
+            ADMIN_PIN
+        } else {
+            operator::pin_of(user).with_context(|| format!("no PIN for {user}"))?
+        };
+        let mut script = format!("export GALEN_USER={} GALEN_PIN={}\n", sh(user), sh(pin));
+        for (key, value) in env {
+            script.push_str(&format!("export {key}={}\n", sh(value)));
+        }
+        let args: Vec<String> = args.iter().map(|a| sh(a)).collect();
+        // Bounded in the guest, so a stuck call ends before the host stops waiting and the
+        // agent is free again for the diagnosis.
+        script.push_str(&format!(
+            "timeout {} galenctl {} 2>/run/galenctl.err\nstatus=$?\nprintf '\\n{SPLIT}\\n'\ncat /run/galenctl.err\nexit $status\n",
+            GALENCTL_TIMEOUT.as_secs(),
+            args.join(" ")
+        ));
+        let reply = self.agent.run(&script, GALENCTL_TIMEOUT + Duration::from_secs(30))?;
+        let (stdout, stderr) = reply
+            .output
+            .rsplit_once(&format!("\n{SPLIT}\n"))
+            .with_context(|| format!("galenctl in the guest said: {}", reply.output))?;
+        Ok(Output { status: reply.status, stdout: stdout.to_owned(), stderr: stderr.to_owned() })
+    }
+}
+
+/// A word for `sh`, single-quoted.
+fn sh(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// On the host, with the guest powered off: the exported bundle read from the stick image
+/// with mtools, checked by galen-verify and by following its VERIFY.txt with openssl.
+fn check_bundle(run: &Run, host: &HostTools, folder: &str) -> Result<()> {
+    let dest = run.dir.join("export");
+    std::fs::create_dir_all(&dest)?;
+    process::run(mtools("mcopy", &run.stick).arg("-s").arg(format!("::/{folder}")).arg(&dest))
+        .context("copying the export off the stick image")?;
+    let bundle = dest.join(folder);
+    let report = process::output(Command::new(&host.galen_verify).arg(&bundle))
+        .context("galen-verify refused the bundle the guest exported")?;
+    for line in report.lines() {
+        println!("image: galen-verify: {line}");
+    }
+    operator::follow_verify_txt(&bundle)?;
+    println!("image: ok: the exported bundle verifies off the appliance ({})", bundle.display());
     Ok(())
+}
+
+/// The touchscreen came up (galen-hmi is Type=notify: active means it is connected to
+/// applianced and painting), and what it shows is saved as a PNG from QEMU's display.
+fn check_hmi(machine: &mut Machine, t: &mut Timings, shot: &Path) -> Result<()> {
+    let (host, guest) = wait_active(machine, "galen-hmi.service", "applianced.service")?;
+    (t.hmi_host, t.hmi_guest) = (Some(host), Some(guest));
+    // The first frame follows READY by a frame or so; a blank screen after 20 s is a failure.
+    let mut qmp = Qmp::connect(&machine.qmp)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        qmp.execute(
+            "screendump",
+            serde_json::json!({ "filename": shot.display().to_string(), "format": "png" }),
+        )?;
+        let (size, colours) = picture(shot)?;
+        if size != SCREEN {
+            bail!(
+                "the display is {}x{}, not {}x{} ({})",
+                size.0,
+                size.1,
+                SCREEN.0,
+                SCREEN.1,
+                shot.display()
+            );
+        }
+        if colours >= 16 {
+            println!(
+                "image: ok: the touchscreen is up ({colours} colours on screen); look at {}",
+                shot.display()
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the touchscreen reported READY but the display shows {colours} colour(s): {}",
+                shot.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A PNG's size and how many distinct colours it has (up to 256 counted).
+fn picture(path: &Path) -> Result<((u32, u32), usize)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
+    let info = reader.next_frame(&mut buf)?;
+    let channels = info.color_type.samples();
+    let mut colours = std::collections::HashSet::new();
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        colours.insert(px.to_vec());
+        if colours.len() >= 256 {
+            break;
+        }
+    }
+    Ok(((info.width, info.height), colours.len()))
 }
 
 /// The machine id survives reboots although /etc is read-only, so the journal stays in one

@@ -33,8 +33,8 @@ const TYPE_VAR: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
 /// Scripts under `image/rootfs/` that belong in the initramfs.
 const INITRAMFS_SCRIPTS: &[&str] = &["etc/initramfs-tools/scripts/local-bottom/galen-machine-id"];
 
-/// Binaries of `galen-appliance` installed into /usr/bin when they exist (`applianced` must).
-const APPLIANCE_BINARIES: &[&str] = &["applianced", "galenctl"];
+/// The binaries installed into /usr/bin: the supervisor, its CLI and the touchscreen.
+const APPLIANCE_BINARIES: &[&str] = &["applianced", "galenctl", "galen-hmi"];
 
 /// What a build produced.
 #[derive(Debug)]
@@ -46,8 +46,19 @@ pub(crate) struct Built {
     pub(crate) initrd: PathBuf,
     /// Slot A's kernel command line, as its boot loader entry has it.
     pub(crate) cmdline: String,
-    /// The release `hil` binary, when the boot test asked for it.
-    pub(crate) hil: Option<PathBuf>,
+    /// What the boot test runs on the host, when it asked for them.
+    pub(crate) host: Option<HostTools>,
+}
+
+/// The boot test's side of the cable: the simulated unit, the development manufacturer that
+/// publishes its recipe, and the inspector's verifier.
+#[derive(Debug)]
+pub(crate) struct HostTools {
+    pub(crate) hil: PathBuf,
+    pub(crate) recipe: PathBuf,
+    pub(crate) galen_verify: PathBuf,
+    /// The development manufacturer's TUF keys (the image trusts their root).
+    pub(crate) manufacturer: PathBuf,
 }
 
 /// One partition of the disk.
@@ -65,11 +76,24 @@ pub(crate) fn build(with_hil: bool, trusted_root: Option<&Path>) -> Result<Built
     let out = target.join("galen-image");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let (binaries, hil) = release_binaries(&target, with_hil, trusted_root.is_none())?;
+    if with_hil && trusted_root.is_some() {
+        bail!(
+            "--boot-test publishes its recipe as the development manufacturer, so the image \
+             must trust the development root: leave out --trusted-root"
+        );
+    }
+    let binaries = release_binaries(&target, with_hil, trusted_root.is_none())?;
     let trusted_root = match trusted_root {
         Some(path) => path.to_path_buf(),
         None => development_root(&target, &out)?,
     };
+    let release = target.join("release");
+    let host = with_hil.then(|| HostTools {
+        hil: release.join("hil"),
+        recipe: release.join("recipe"),
+        galen_verify: release.join("galen-verify"),
+        manufacturer: out.join("dev-manufacturer"),
+    });
     let root_json = std::fs::read(&trusted_root)
         .with_context(|| format!("reading the trusted TUF root {}", trusted_root.display()))?;
     let packages = read_packages(&root.join("image/packages"))?;
@@ -89,7 +113,7 @@ pub(crate) fn build(with_hil: bool, trusted_root: Option<&Path>) -> Result<Built
         initrd: out.join("initrd.img"),
         cmdline: String::new(),
         out: out.clone(),
-        hil,
+        host,
     };
     let key_file = out.join("disk.key");
     let cmdline_file = out.join("cmdline");
@@ -106,32 +130,31 @@ pub(crate) fn build(with_hil: bool, trusted_root: Option<&Path>) -> Result<Built
     Ok(Built { cmdline, ..built })
 }
 
-/// Builds the release binaries and returns the appliance's (to install) and `hil`'s.
-fn release_binaries(
-    target: &Path,
-    with_hil: bool,
-    with_recipe: bool,
-) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+/// Builds the release binaries and returns the appliance's (to install); the boot test's
+/// host tools land next to them.
+fn release_binaries(target: &Path, with_hil: bool, with_recipe: bool) -> Result<Vec<PathBuf>> {
     let step = Step::new("cargo build --release (the appliance's binaries)");
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--quiet", "--bins", "-p", "galen-appliance"]);
+    // The touchscreen on DRM/KMS (libinput, xkbcommon: `cargo xtask setup` installs them).
+    cmd.args(["-p", "galen-hmi", "--features", "galen-hmi/kms"]);
     if with_hil {
-        // The boot test's simulated unit runs on the host, next to QEMU.
-        cmd.args(["-p", "galen-hil"]);
+        // The boot test's simulated unit runs on the host, next to QEMU, and the bundle the
+        // guest exports is verified there.
+        cmd.args(["-p", "galen-hil", "-p", "galen-record"]);
     }
-    if with_recipe {
+    if with_recipe || with_hil {
         // `recipe keys` makes the development TUF root.
         cmd.args(["-p", "galen-recipes"]);
     }
     process::run(&mut cmd)?;
     step.done();
     let release = target.join("release");
-    let binaries: Vec<PathBuf> =
-        APPLIANCE_BINARIES.iter().map(|b| release.join(b)).filter(|p| p.exists()).collect();
-    if !binaries.iter().any(|p| p.ends_with("applianced")) {
-        bail!("cargo built no {}", release.join("applianced").display());
+    let binaries: Vec<PathBuf> = APPLIANCE_BINARIES.iter().map(|b| release.join(b)).collect();
+    if let Some(missing) = binaries.iter().find(|p| !p.exists()) {
+        bail!("cargo built no {}", missing.display());
     }
-    Ok((binaries, with_hil.then(|| release.join("hil"))))
+    Ok(binaries)
 }
 
 /// A development manufacturer (TUF keys and a signed root.json), made once and kept, so
@@ -283,6 +306,7 @@ fn assemble(
         "applianced.service",
         "galen-commission.service",
         "galen-machine-id.service",
+        "galen-hmi.service",
     ]))?;
     // The id comes from the data partition through the initramfs, or systemd writes a new one
     // there on the first boot (scripts/local-bottom/galen-machine-id).
