@@ -622,6 +622,18 @@ async fn watch(
         .build()
         .await?;
     let mut changes = props.receive_properties_changed().await?;
+    // The signals are drained on their own task, always: zbus stops reading the connection
+    // while a subscriber's queue is full, so a loop that took one signal per round of Gets
+    // fell behind on a slow machine (the unit's own CPU) and then waited for ever for the
+    // replies to its Gets.
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = std::sync::Arc::clone(&changed);
+    let drain = tokio::spawn(async move {
+        while changes.next().await.is_some() {
+            notify.notify_one();
+        }
+    });
+    let _stop_draining = AbortOnDrop(drain);
     let mut bar = Bar { tty: std::io::stderr().is_terminal(), last: String::new() };
     let mut alarms_seen: Vec<String> = Vec::new();
     let mut notice_seen = String::new();
@@ -669,7 +681,16 @@ async fn watch(
             }
         }
         // Wake on the next change, or poll now and then in case a signal was missed.
-        let _ = tokio::time::timeout(Duration::from_secs(1), changes.next()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed.notified()).await;
+    }
+}
+
+/// Ends a background task when its owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

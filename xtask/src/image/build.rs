@@ -157,6 +157,24 @@ fn release_binaries(target: &Path, with_hil: bool, with_recipe: bool) -> Result<
     Ok(binaries)
 }
 
+/// Fails unless every shared library `bin` links is in the root file system: a missing one
+/// would otherwise show only at boot, as a unit restarting for ever.
+fn check_libraries(staging: &Path, bin: &Path) -> Result<()> {
+    let out = process::output(Command::new("chroot").arg(staging).arg("ldd").arg(bin))
+        .with_context(|| format!("listing the libraries {} needs", bin.display()))?;
+    let missing: Vec<&str> =
+        out.lines().filter(|l| l.contains("not found")).map(str::trim).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} needs libraries the image does not have ({}): add their Debian packages to \
+             image/packages",
+            bin.display(),
+            missing.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// A development manufacturer (TUF keys and a signed root.json), made once and kept, so
 /// every image built here trusts the same root and recipes signed with these keys install.
 fn development_root(target: &Path, out: &Path) -> Result<PathBuf> {
@@ -288,8 +306,10 @@ fn assemble(
             .arg(&staging),
     )?;
     for bin in binaries {
-        let dest = staging.join("usr/bin").join(bin.file_name().context("binary name")?);
+        let name = bin.file_name().context("binary name")?;
+        let dest = staging.join("usr/bin").join(name);
         process::run(Command::new("install").args(["-m", "0755"]).arg(bin).arg(&dest))?;
+        check_libraries(&staging, &Path::new("/usr/bin").join(name))?;
     }
     // Only recipes signed under this root install; it lives on the read-only root on purpose.
     process::run(
