@@ -109,21 +109,12 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
         "A pharmacist enters the patient and the lab's TPMT result; a second person verifies",
     );
     let lab = examples.join("lab/tpmt-intermediate.tsv").display().to_string();
-    let patient = [
-        "--recipe",
-        RECIPE,
-        "--patient-id",
-        "P-0001",
-        "--weight-kg",
-        "35",
-        "--age-years",
-        "10",
-        "--lab-file",
-        &lab,
-    ];
-    let preview: Vec<&str> = ["batch", "preview"].into_iter().chain(patient).collect();
+    let patient = operator::patient(RECIPE, &["--lab-file", &lab]);
+    let preview: Vec<&str> =
+        ["batch", "preview"].into_iter().chain(patient.iter().copied()).collect();
     ctl.show("ada", &preview)?;
-    let create: Vec<&str> = ["batch", "create"].into_iter().chain(patient).collect();
+    let create: Vec<&str> =
+        ["batch", "create"].into_iter().chain(patient.iter().copied()).collect();
     let created = ctl.json("ada", &create)?;
     let id = created["batch"].as_str().context("batch create printed no id")?.to_owned();
     println!(

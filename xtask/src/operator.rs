@@ -20,6 +20,15 @@ pub(crate) const PEOPLE: [(&str, &str, &str, &str); 4] = [
     ("ida", "Ida Inspector", "inspector", "444444"),
 ];
 
+/// The patient the demo and the boot test make a batch for (a 35 kg child of 10), for
+/// `recipe`, with how the genotype is given (`--lab-file …` or `--phenotype …`).
+pub(crate) fn patient<'a>(recipe: &'a str, genotype: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--recipe", recipe, "--patient-id", "P-0001"];
+    args.extend(["--weight-kg", "35", "--age-years", "10"]);
+    args.extend_from_slice(genotype);
+    args
+}
+
 /// The pharmacist who runs batches.
 pub(crate) const PHARMACIST: &str = "ada";
 

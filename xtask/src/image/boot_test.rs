@@ -802,20 +802,15 @@ fn run_batch(agent: &mut Agent, stick: &str) -> Result<String> {
         &format!("runuser -u galen -- udisksctl unmount -p block_devices/$(basename $(readlink -f /dev/disk/by-label/{STICK_LABEL})) --no-user-interaction"),
         Duration::from_secs(60),
     )?;
-    let patient = [
-        "--recipe",
+    let patient = operator::patient(
         SMOKE_RECIPE,
-        "--patient-id",
-        "P-0001",
-        "--weight-kg",
-        "35",
-        "--age-years",
-        "10",
-        "--phenotype",
-        "TPMT=Intermediate Metabolizer",
-        "--phenotype",
-        "NUDT15=Normal Metabolizer",
-    ];
+        &[
+            "--phenotype",
+            "TPMT=Intermediate Metabolizer",
+            "--phenotype",
+            "NUDT15=Normal Metabolizer",
+        ],
+    );
     let create: Vec<&str> = ["batch", "create"].into_iter().chain(patient).collect();
     let created = ctl.json(operator::PHARMACIST, &create)?;
     let id = created["batch"].as_str().context("batch create printed no id")?.to_owned();
