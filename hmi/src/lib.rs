@@ -10,6 +10,7 @@
 //! behind one mutex that no one holds across an await.
 
 pub mod client;
+pub mod stick;
 pub mod view;
 
 use std::path::PathBuf;
