@@ -152,6 +152,25 @@ fn lab_row(name: &str, detail: &str) -> Row {
     row(name, name.rsplit('/').next().unwrap(), detail, "", true)
 }
 
+/// The first phase: the unit waits for the azathioprine's label, and refused an expired lot.
+fn scanning(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let (mut u, _, t) = running_unit();
+    u.phase = "scan-api".into();
+    u.position = (0, u.position.1);
+    u.progress = 0.0;
+    u.weight_g = 0.0;
+    u.weight_stable = true;
+    u.instruction = "Scan the azathioprine container (lot and expiry)".into();
+    u.notice = "lot AZA-1180 expired on 2025-10-31".into();
+    let mut w = Trend::new(450);
+    (0..200).for_each(|_| w.push(0.0));
+    show_unit(ui, &u, &w, &t);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_phases(strings_of(&phases()));
+    hmi.set_screen("run".into());
+}
+
 /// The recipe library, as QA sees it.
 fn library(ui: &AppWindow) {
     show_session(ui, "Quinn Release", Role::Qa);
@@ -317,27 +336,8 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 hmi.set_picking_lab_file(true);
             }),
         ),
-        (
-            "run-scan",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let (mut u, _, t) = running_unit();
-                u.phase = "scan-api".into();
-                u.position = (0, u.position.1);
-                u.progress = 0.0;
-                u.weight_g = 0.0;
-                u.weight_stable = true;
-                u.instruction = "Scan the azathioprine container (lot and expiry)".into();
-                u.notice = "lot AZA-1180 expired on 2025-10-31".into();
-                let mut w = Trend::new(450);
-                (0..200).for_each(|_| w.push(0.0));
-                show_unit(ui, &u, &w, &t);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_phases(strings_of(&phases()));
-                hmi.set_screen("run".into());
-            }),
-        ),
+        ("run-scan", (1280, 800), Box::new(scanning)),
+        ("run-scan-800x480", (800, 480), Box::new(scanning)),
         (
             "run",
             (1280, 800),
