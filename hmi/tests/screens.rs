@@ -18,7 +18,8 @@ use galen_recipes::personalise::{self, Parameters};
 use galen_recipes::pgx::{Gene, Phenotype};
 use galen_recipes::quantity::{BodyWeight, Fixed};
 use i_slint_backend_testing::{
-    AccessibleRole, ElementHandle, TestingBackend, TestingBackendOptions, mock_elapsed_time,
+    AccessibleRole, ElementHandle, ElementRoot as _, TestingBackend, TestingBackendOptions,
+    mock_elapsed_time,
 };
 use slint::{ComponentHandle as _, SharedString};
 
@@ -473,7 +474,16 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
     ]
 }
 
-fn render(name: &str, size: (u32, u32), setup: &dyn Fn(&AppWindow)) -> (u32, u32, Vec<u8>) {
+/// The smallest touch target a gloved finger is given (most are 64 px).
+const MIN_TARGET_PX: f32 = 48.0;
+
+/// Renders the screen, and says which buttons are too small for a gloved finger or (partly)
+/// off the screen, where no one can reach them.
+fn render(
+    name: &str,
+    size: (u32, u32),
+    setup: &dyn Fn(&AppWindow),
+) -> ((u32, u32, Vec<u8>), Vec<String>) {
     let ui = AppWindow::new().unwrap();
     wire_editing(&ui);
     ui.window().set_size(slint::PhysicalSize::new(size.0, size.1));
@@ -482,8 +492,30 @@ fn render(name: &str, size: (u32, u32), setup: &dyn Fn(&AppWindow)) -> (u32, u32
     // Conditional elements and repeaters are built on the next tick.
     mock_elapsed_time(std::time::Duration::from_millis(100));
     let shot = ui.window().take_snapshot().unwrap_or_else(|e| panic!("{name}: {e}"));
+    #[allow(clippy::cast_precision_loss)] // a window's size in pixels
+    let (w, h) = (size.0 as f32, size.1 as f32);
+    let unreachable = ui
+        .root_element()
+        .query_descendants()
+        .match_accessible_role(AccessibleRole::Button)
+        .find_all()
+        .into_iter()
+        .filter_map(|b| {
+            let (at, sz) = (b.absolute_position(), b.size());
+            let small = sz.width < MIN_TARGET_PX || sz.height < MIN_TARGET_PX;
+            let off =
+                at.x < 0.0 || at.y < 0.0 || at.x + sz.width > w + 0.5 || at.y + sz.height > h + 0.5;
+            (small || off).then(|| {
+                let label = b.accessible_label().unwrap_or_default();
+                format!(
+                    "{name}: button {label:?} is {}x{} at ({}, {})",
+                    sz.width, sz.height, at.x, at.y
+                )
+            })
+        })
+        .collect();
     ui.hide().unwrap();
-    (shot.width(), shot.height(), shot.as_bytes().to_vec())
+    ((shot.width(), shot.height(), shot.as_bytes().to_vec()), unreachable)
 }
 
 fn write_png(path: &Path, (w, h, rgba): &(u32, u32, Vec<u8>)) {
@@ -517,7 +549,7 @@ fn difference(a: &[u8], b: &[u8]) -> f64 {
 }
 
 #[test]
-fn every_screen_matches_its_picture_in_docs() {
+fn every_screen_matches_its_picture_in_docs_and_every_button_is_in_reach() {
     slint::platform::set_platform(Box::new(TestingBackend::new(TestingBackendOptions {
         mock_time: true,
         threading: false,
@@ -527,7 +559,8 @@ fn every_screen_matches_its_picture_in_docs() {
     let update = std::env::var_os("GALEN_UPDATE_SCREENS").is_some();
     let mut failures = Vec::new();
     for (name, size, setup) in screens() {
-        let shot = render(name, size, &*setup);
+        let (shot, unreachable) = render(name, size, &*setup);
+        failures.extend(unreachable);
         assert_eq!((shot.0, shot.1), size, "{name} renders at its size");
         let path = dir().join(format!("{name}.png"));
         if update {
