@@ -225,6 +225,14 @@ impl Client {
         self.call("Recipes1", "Details", &(id,)).await
     }
 
+    /// Verifies and installs the signed recipe repository in `directory` (a folder the
+    /// appliance can read: the stick's). One line per recipe: `installed …`, `unchanged …`,
+    /// `refused …: why` or `withdrawn …`. A repository refused as a whole is an error
+    /// ([`Refusal::Recipes`]) saying why.
+    pub async fn install_recipes(&self, directory: &str) -> Result<Vec<String>> {
+        self.call("Recipes1", "Install", &(directory,)).await
+    }
+
     pub async fn activate(&self, id: &str, pin: &str) -> Result<u32> {
         self.call("Recipes1", "Activate", &(id, pin)).await
     }

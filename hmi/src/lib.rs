@@ -10,6 +10,7 @@
 //! behind one mutex that no one holds across an await.
 
 pub mod client;
+pub mod stick;
 pub mod view;
 
 use std::path::PathBuf;
@@ -18,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use slint::{ComponentHandle as _, ModelRc, SharedString, VecModel};
 
-use crate::client::{BatchCommand, Bus, Client, ClientError, PatientEntry, Signing};
+use crate::client::{BatchCommand, Bus, Client, ClientError, PatientEntry, Refusal, Signing};
+use crate::stick::LabFile;
 use crate::view::{Role, Screen, Trend, Unit};
 
-slint::slint! { export { AppWindow, Hmi, NavItem, Row } from "ui/app.slint"; }
+slint::slint! { export { AppWindow, Editing, Hmi, NavItem, Row } from "ui/app.slint"; }
 
 /// Samples kept for each trend chart (5 Hz at most: a minute and a half or more).
 const TREND_SAMPLES: usize = 450;
@@ -30,7 +32,7 @@ const TREND_SAMPLES: usize = 450;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub bus: Bus,
-    /// Where files on a USB stick appear (lab reports to import).
+    /// Where files on a USB stick appear: lab reports for a new batch, recipe updates for QA.
     pub stick: PathBuf,
     /// Inactivity after which the screen locks (logs out).
     pub lock_after: Duration,
@@ -45,6 +47,9 @@ struct State {
     genes: Vec<String>,
     phenotypes: Vec<String>,
     recipe: String,
+    /// The lab reports the new-batch screen last listed; a choice is looked up here, so only
+    /// a file found on the stick is ever read.
+    lab_files: Vec<LabFile>,
     created: String,
     /// The batch whose recipe the phase list shows.
     phases_of: String,
@@ -121,8 +126,14 @@ impl Controller {
         hmi.set_created_batch("".into());
         hmi.set_has_calculation(false);
         hmi.set_chosen_recipe("".into());
+        hmi.set_lab_file("".into());
+        hmi.set_picking_lab_file(false);
+        hmi.set_install_note("".into());
+        hmi.set_install_lines(model(Vec::new()));
+        hmi.set_install_choices(model(Vec::new()));
         let mut s = self.state();
         s.role = None;
+        s.lab_files.clear();
         s.created.clear();
         s.recipe.clear();
         s.signing = None;
@@ -205,25 +216,157 @@ impl Controller {
         });
     }
 
+    /// The patient as typed, with the chosen lab report's bytes (`lab` is its name in the
+    /// last listing; "" for typed phenotypes).
     fn patient(
         &self,
         id: &str,
         weight: &str,
         age: &str,
         lab: &str,
-    ) -> std::io::Result<PatientEntry> {
+    ) -> Result<PatientEntry, String> {
         let s = self.state();
         let typed: Vec<(&str, &str)> =
             s.genes.iter().zip(&s.phenotypes).map(|(g, p)| (g.as_str(), p.as_str())).collect();
         let fields =
             view::patient_fields(id, weight, age, if lab.is_empty() { &typed } else { &[] });
-        let lab_file = if lab.trim().is_empty() {
+        let lab_file = if lab.is_empty() {
             None
         } else {
-            let path = self.options.stick.join(lab.trim());
-            Some((lab.trim().to_owned(), std::fs::read(path)?))
+            let file = s.lab_files.iter().find(|f| f.name == lab).ok_or_else(|| {
+                format!("{lab} is no longer in the list; choose the lab file again")
+            })?;
+            Some((file.name.clone(), stick::read_lab_file(file).map_err(|e| e.to_string())?))
         };
         Ok(PatientEntry { fields, lab_file })
+    }
+
+    /// Lists the lab reports on the stick, off the UI thread: a USB stick can be slow.
+    fn look_for_lab_files(&self) {
+        let dir = self.options.stick.clone();
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let files = tokio::task::spawn_blocking(move || stick::lab_files(&dir))
+                .await
+                .unwrap_or_default();
+            let ui = this.ui.clone();
+            let _ = ui.upgrade_in_event_loop(move |ui| {
+                let rows = files
+                    .iter()
+                    .map(|f| Row {
+                        id: f.name.clone().into(),
+                        title: f.name.rsplit('/').next().unwrap_or(&f.name).into(),
+                        detail: lab_file_detail(f).into(),
+                        status: SharedString::new(),
+                        ok: true,
+                    })
+                    .collect();
+                let hmi = ui.global::<Hmi<'_>>();
+                hmi.set_lab_files_note(view::lab_files_note(files.len()).into());
+                hmi.set_lab_files(model(rows));
+                this.state().lab_files = files;
+            });
+        });
+    }
+
+    /// QA's install from the stick: finds the recipe update on it (or installs `chosen`, one
+    /// of several found), and shows the appliance's answer in the install panel.
+    fn install_recipes(&self, chosen: String) {
+        let Some(ui) = self.ui.upgrade() else { return };
+        let hmi = ui.global::<Hmi<'_>>();
+        hmi.set_installing(true);
+        hmi.set_install_ok(true);
+        hmi.set_install_lines(model(Vec::new()));
+        hmi.set_install_choices(model(Vec::new()));
+        hmi.set_install_note("Looking for the manufacturer's recipe update on the stick…".into());
+        let dir = self.options.stick.clone();
+        let client = self.client.clone();
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let found = if chosen.is_empty() {
+                tokio::task::spawn_blocking(move || stick::recipe_repositories(&dir))
+                    .await
+                    .unwrap_or_default()
+            } else {
+                vec![(chosen.clone(), PathBuf::from(&chosen))]
+            };
+            let outcome = match found.as_slice() {
+                [] => Install::NoneFound,
+                [(_, path)] => {
+                    let ui = this.ui.clone();
+                    let _ = ui.upgrade_in_event_loop(|ui| {
+                        ui.global::<Hmi<'_>>().set_install_note(
+                            "Checking the manufacturer's signatures and installing…".into(),
+                        );
+                    });
+                    Install::Done(client.install_recipes(&path.display().to_string()).await)
+                }
+                several => Install::Choose(several.to_vec()),
+            };
+            let ui = this.ui.clone();
+            let _ = ui.upgrade_in_event_loop(move |ui| this.installed(&ui, outcome));
+        });
+    }
+
+    fn installed(&self, ui: &AppWindow, outcome: Install) {
+        let hmi = ui.global::<Hmi<'_>>();
+        hmi.set_installing(false);
+        match outcome {
+            Install::NoneFound => {
+                hmi.set_install_ok(false);
+                hmi.set_install_note(
+                    "No recipe update on the stick — insert the manufacturer's stick (it holds \
+                     the folders metadata and targets) and try again."
+                        .into(),
+                );
+            }
+            Install::Choose(found) => {
+                hmi.set_install_note(
+                    format!("The stick holds {} recipe updates: choose one.", found.len()).into(),
+                );
+                let rows = found
+                    .into_iter()
+                    .map(|(name, path)| Row {
+                        id: path.display().to_string().into(),
+                        title: if name.is_empty() {
+                            "The stick's top folder".into()
+                        } else {
+                            name.into()
+                        },
+                        detail: SharedString::new(),
+                        status: SharedString::new(),
+                        ok: true,
+                    })
+                    .collect();
+                hmi.set_install_choices(model(rows));
+            }
+            Install::Done(Ok(lines)) => {
+                let lines = view::install_lines(&lines);
+                hmi.set_install_ok(lines.iter().all(|l| l.ok));
+                hmi.set_install_note(view::install_summary(&lines).into());
+                let rows = lines
+                    .into_iter()
+                    .map(|l| Row {
+                        id: SharedString::new(),
+                        title: l.title.into(),
+                        detail: l.detail.into(),
+                        status: SharedString::new(),
+                        ok: l.ok,
+                    })
+                    .collect();
+                hmi.set_install_lines(model(rows));
+                self.load_recipes();
+            }
+            Install::Done(Err(ClientError::Refused { kind: Refusal::Recipes, text })) => {
+                hmi.set_install_ok(false);
+                hmi.set_install_note(view::install_refused(&text).into());
+            }
+            Install::Done(Err(e)) => {
+                hmi.set_install_ok(false);
+                hmi.set_install_note(format!("Nothing was installed: {e}").into());
+                self.failed(ui, &e);
+            }
+        }
     }
 
     fn batch_command(&self, command: BatchCommand) {
@@ -332,6 +475,24 @@ impl Controller {
     }
 }
 
+/// How QA's install from the stick ended.
+#[derive(Debug)]
+enum Install {
+    NoneFound,
+    /// Several updates on the stick: (name on the stick, folder).
+    Choose(Vec<(String, PathBuf)>),
+    Done(Result<Vec<String>, ClientError>),
+}
+
+/// "2026-11-20 14:03 UTC · in LAB/reports" for a lab report in the list.
+fn lab_file_detail(f: &LabFile) -> String {
+    let date = view::file_date(f.modified);
+    match f.name.rsplit_once('/') {
+        Some((folder, _)) => format!("{date} · in {folder}"),
+        None => date,
+    }
+}
+
 /// Puts the unit's state, and its trends, on the screen.
 pub fn show_unit(ui: &AppWindow, u: &Unit, weight: &Trend, temperature: &Trend) {
     let hmi = ui.global::<Hmi<'_>>();
@@ -376,6 +537,7 @@ pub fn show_session(ui: &AppWindow, printed_name: &str, role: Role) {
     hmi.set_can_acknowledge(role.acknowledges_alarms());
     hmi.set_can_export(role.exports());
     hmi.set_can_activate(role.activates_recipes());
+    hmi.set_can_install(role.installs_recipes());
     hmi.set_logged_in(true);
 }
 
@@ -391,6 +553,12 @@ fn nav(role: Role) -> ModelRc<NavItem> {
             .map(|s| NavItem { id: s.id().into(), title: s.title().into() })
             .collect(),
     )
+}
+
+/// Answers the text editing the `.slint` language cannot do. `init` calls it; so do tests that
+/// drive the window without an appliance.
+pub fn wire_editing(ui: &AppWindow) {
+    ui.global::<Editing<'_>>().on_without_last(|s| view::without_last(&s).into());
 }
 
 /// Wires `ui` to the appliance behind `client`: callbacks, the live unit, the screen lock.
@@ -409,6 +577,7 @@ pub fn init(
         genes: Vec::new(),
         phenotypes: Vec::new(),
         recipe: String::new(),
+        lab_files: Vec::new(),
         created: String::new(),
         phases_of: String::new(),
         phase_started: None,
@@ -418,14 +587,22 @@ pub fn init(
     let ctl =
         Controller { ui: ui.as_weak(), client, rt, options, state: Arc::new(Mutex::new(state)) };
     let hmi = ui.global::<Hmi<'_>>();
+    wire_editing(ui);
 
     let c = ctl.clone();
     hmi.on_touched(move || c.state().last_touch = Instant::now());
 
     let c = ctl.clone();
     hmi.on_login(move |user, pin| {
+        if let Some(missing) = view::login_missing(&user, &pin) {
+            if let Some(ui) = c.ui.upgrade() {
+                ui.global::<Hmi<'_>>().set_login_error(missing.into());
+            }
+            return;
+        }
         let client = c.client.clone();
-        let user = user.to_string();
+        // A badge scanner may add a space or a line end; no user name has them.
+        let user = user.trim().to_owned();
         c.run(async move { client.login(&user, pin.as_str()).await }, |c, ui, (name, role)| {
             let hmi = ui.global::<Hmi<'_>>();
             let Some(role) = Role::parse(&role) else {
@@ -480,10 +657,35 @@ pub fn init(
                 hmi.set_has_calculation(false);
                 hmi.set_created_batch("".into());
                 hmi.set_verified(false);
+                hmi.set_lab_file("".into());
+                hmi.set_lab_files_note("Looking at the stick…".into());
                 hmi.set_screen(Screen::NewBatch.id().into());
+                c.look_for_lab_files();
             },
         );
     });
+
+    let c = ctl.clone();
+    hmi.on_look_for_lab_files(move || c.look_for_lab_files());
+
+    let c = ctl.clone();
+    hmi.on_choose_lab_file(move |name| {
+        let Some(ui) = c.ui.upgrade() else { return };
+        let Some(file) = c.state().lab_files.iter().find(|f| name == f.name).cloned() else {
+            return;
+        };
+        // The phenotypes now come from the file; typed ones would be dropped unseen, so they
+        // are cleared with their fields.
+        c.state().phenotypes.iter_mut().for_each(String::clear);
+        let hmi = ui.global::<Hmi<'_>>();
+        hmi.set_lab_file(file.name.clone().into());
+        hmi.set_lab_file_detail(lab_file_detail(&file).into());
+        hmi.set_picking_lab_file(false);
+        hmi.set_has_calculation(false);
+    });
+
+    let c = ctl.clone();
+    hmi.on_install_recipes(move |chosen| c.install_recipes(chosen.to_string()));
 
     let c = ctl.clone();
     hmi.on_phenotype_edited(move |i, text| {
@@ -502,7 +704,7 @@ pub fn init(
                     Ok(p) => p,
                     Err(e) => {
                         let hmi = ui.global::<Hmi<'_>>();
-                        hmi.set_message(format!("cannot read {lab} from the stick: {e}").into());
+                        hmi.set_message(e.into());
                         hmi.set_message_is_error(true);
                         return;
                     }

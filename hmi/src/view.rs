@@ -6,6 +6,7 @@
 //! every state change are the appliance's; this module only reformats its answers.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
@@ -71,6 +72,11 @@ impl Role {
 
     /// Whether this role activates recipe revisions.
     pub fn activates_recipes(self) -> bool {
+        matches!(self, Self::Qa)
+    }
+
+    /// Whether this role installs the manufacturer's recipe updates from a stick.
+    pub fn installs_recipes(self) -> bool {
         matches!(self, Self::Qa)
     }
 }
@@ -333,10 +339,8 @@ impl Calculation {
     pub fn before_start(&self) -> String {
         let mut steps = Vec::new();
         if !self.second_person.is_empty() {
-            steps.push(format!(
-                "a second person verifies {}",
-                self.second_person.join(", ").replace('_', " ")
-            ));
+            let what: Vec<String> = self.second_person.iter().map(|e| entry_words(e)).collect();
+            steps.push(format!("a second person verifies {}", what.join(", ")));
         }
         if self.needs_qa {
             steps.push("QA approves the dose".to_owned());
@@ -346,6 +350,15 @@ impl Calculation {
         } else {
             format!("Before start: {}.", steps.join("; "))
         }
+    }
+}
+
+/// A recipe's name for a patient-specific entry (`patient-id`, `material-lot`) in words.
+fn entry_words(entry: &str) -> String {
+    match entry {
+        "patient-id" | "patient_id" => "the patient ID".to_owned(),
+        "material-lot" | "material_lot" => "the material lots".to_owned(),
+        other => format!("the {}", other.replace(['-', '_'], " ")),
     }
 }
 
@@ -463,6 +476,22 @@ pub fn patient_fields(
     f
 }
 
+/// What is missing before a login can be tried, in words; `None` when both are there. The
+/// appliance is not asked with an empty entry: it would only say "wrong", which is not why.
+pub fn login_missing(user: &str, pin: &str) -> Option<&'static str> {
+    match (user.trim().is_empty(), pin.is_empty()) {
+        (true, true) => Some("Type your user name first, then your PIN."),
+        (true, false) => Some("Type your user name first."),
+        (false, true) => Some("Now type your PIN on the keypad, then Log in."),
+        (false, false) => None,
+    }
+}
+
+/// `text` without its last character (the letter keyboard's Delete key).
+pub fn without_last(text: &str) -> &str {
+    text.char_indices().next_back().map_or("", |(i, _)| &text[..i])
+}
+
 /// The record's health in one line, from `Records1.Verify`.
 pub fn record_health(checked: u64, integrity: &str) -> String {
     format!("{checked} entries verified; at start: {integrity}")
@@ -544,6 +573,116 @@ pub fn date_ms(s: &str, end: bool) -> Option<i64> {
     Some(days * 86_400_000)
 }
 
+/// A file's date for a list, in UTC like every date the appliance records:
+/// `2026-11-20 14:03 UTC`.
+pub fn file_date(modified: Option<SystemTime>) -> String {
+    let Some(secs) = modified
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+    else {
+        return "date unknown".to_owned();
+    };
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", s / 3600, s % 3600 / 60)
+}
+
+/// The civil date of a day since 1970-01-01 (Howard Hinnant's algorithm, the inverse of the
+/// one in [`date_ms`]).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The line under the lab-report choice: how many reports the stick holds, or what to do.
+pub fn lab_files_note(count: usize) -> String {
+    match count {
+        0 => "No lab files on the stick — insert the stick with the lab report, or type the \
+              phenotype"
+            .to_owned(),
+        1 => "1 lab file on the stick".to_owned(),
+        n => format!("{n} lab files on the stick"),
+    }
+}
+
+/// One result of a recipe install, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallLine {
+    pub title: String,
+    pub detail: String,
+    /// Nothing went wrong for this recipe.
+    pub ok: bool,
+}
+
+/// `Recipes1.Install`'s lines (`installed …`, `unchanged …`, `refused …: why`,
+/// `withdrawn …`) for QA; a line this HMI does not know is shown as it came.
+pub fn install_lines(lines: &[String]) -> Vec<InstallLine> {
+    let line = |title: String, detail: &str, ok| InstallLine { title, detail: detail.into(), ok };
+    lines
+        .iter()
+        .map(|l| {
+            if let Some(rest) = l.strip_prefix("installed ") {
+                let what = rest.split(" (").next().unwrap_or(rest);
+                line(format!("Installed {what}"), "Activate it in the list before use.", true)
+            } else if let Some(id) = l.strip_prefix("unchanged ") {
+                line(format!("{id}: already installed"), "Nothing newer on the stick.", true)
+            } else if let Some(rest) = l.strip_prefix("refused ") {
+                let (what, why) = rest.split_once(": ").unwrap_or((rest, ""));
+                line(format!("Not installed: {what}"), why, false)
+            } else if let Some(id) = l.strip_prefix("withdrawn ") {
+                line(
+                    format!("{id}: withdrawn by the manufacturer"),
+                    "It can no longer be used for a new batch.",
+                    false,
+                )
+            } else {
+                line(l.clone(), "", true)
+            }
+        })
+        .collect()
+}
+
+/// One sentence over the install's lines.
+pub fn install_summary(lines: &[InstallLine]) -> String {
+    let new = lines.iter().filter(|l| l.title.starts_with("Installed ")).count();
+    let bad = lines.iter().filter(|l| !l.ok).count();
+    match (new, bad) {
+        (0, 0) => "The stick's recipes are checked; nothing new to install.".to_owned(),
+        (n, 0) => format!("{n} recipe revision(s) installed. Activate each before use."),
+        (n, b) => format!("{n} recipe revision(s) installed; {b} need attention (below)."),
+    }
+}
+
+/// Why the appliance refused a whole recipe update, for QA: it installed nothing, and what
+/// to do about it. The appliance's own words follow, for the manufacturer.
+pub fn install_refused(text: &str) -> String {
+    let why = text.strip_prefix("recipe intake: ").unwrap_or(text);
+    let l = why.to_lowercase();
+    let what = if l.contains("expired") {
+        "The manufacturer's signed update on this stick has expired. Ask for a current one."
+    } else if l.contains("rollback") {
+        "The stick holds an older update than the one this appliance already has."
+    } else if l.contains("does not trust") || l.contains("signatures required") {
+        "The update is not signed by this appliance's manufacturer. Do not use this stick; \
+         tell the manufacturer."
+    } else if l.contains("tampered") {
+        "The files were changed after the manufacturer signed them. Do not use this stick; \
+         tell the manufacturer."
+    } else if l.contains("clock") {
+        "The appliance's clock is wrong. Have the clock corrected, then install again."
+    } else {
+        "The appliance could not verify the update on this stick."
+    };
+    format!("Nothing was installed. {what}\nThe appliance says: {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +706,7 @@ mod tests {
         }
         assert_eq!(Role::parse("nobody"), None);
         assert!(Role::Inspector.exports() && !Role::Pharmacist.exports());
+        assert!(Role::Qa.installs_recipes() && !Role::Pharmacist.installs_recipes());
     }
 
     #[test]
@@ -650,7 +790,18 @@ mod tests {
         assert_eq!(c.patient_id, "P-1");
         assert_eq!(
             c.before_start(),
-            "Before start: a second person verifies patient data; QA approves the dose."
+            "Before start: a second person verifies the patient data; QA approves the dose."
+        );
+        let recipe = Calculation {
+            second_person: ["patient-id", "weight", "phenotype", "material-lot"]
+                .map(String::from)
+                .into(),
+            ..Calculation::default()
+        };
+        assert_eq!(
+            recipe.before_start(),
+            "Before start: a second person verifies the patient ID, the weight, the phenotype, \
+             the material lots."
         );
         let none = Calculation::default();
         assert_eq!(none.before_start(), "Nothing: it can start once created.");
@@ -720,6 +871,100 @@ mod tests {
         assert_eq!(date_ms("2026-11-21", false), Some(1_795_219_200_000));
         assert_eq!(date_ms("2026-13-01", false), None);
         assert_eq!(date_ms("yesterday", false), None);
+    }
+
+    #[test]
+    fn an_empty_login_says_what_to_type() {
+        assert_eq!(login_missing("", ""), Some("Type your user name first, then your PIN."));
+        assert_eq!(login_missing("  ", "1234"), Some("Type your user name first."));
+        assert_eq!(login_missing("ada", ""), Some("Now type your PIN on the keypad, then Log in."));
+        assert_eq!(login_missing("ada", "1234"), None);
+    }
+
+    #[test]
+    fn delete_takes_the_last_character_only() {
+        assert_eq!(without_last("ada"), "ad");
+        assert_eq!(without_last("zoë"), "zo", "a character, not a byte");
+        assert_eq!(without_last(""), "");
+    }
+
+    #[test]
+    fn file_dates_read_in_utc() {
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(file_date(at(0)), "1970-01-01 00:00 UTC");
+        assert_eq!(file_date(at(1_795_219_200 + 14 * 3600 + 3 * 60 + 59)), "2026-11-21 14:03 UTC");
+        assert_eq!(file_date(at(951_782_400)), "2000-02-29 00:00 UTC", "a leap day");
+        assert_eq!(file_date(None), "date unknown");
+        for day in [0_i64, 59, 60, 365, 11_016, 20_413, 47_482] {
+            let (y, m, d) = civil(day);
+            assert_eq!(date_ms(&format!("{y}-{m}-{d}"), false), Some(day * 86_400_000), "{day}");
+        }
+    }
+
+    #[test]
+    fn the_lab_file_note_says_what_to_do_without_files() {
+        assert_eq!(
+            lab_files_note(0),
+            "No lab files on the stick — insert the stick with the lab report, or type the \
+             phenotype"
+        );
+        assert_eq!(lab_files_note(1), "1 lab file on the stick");
+        assert_eq!(lab_files_note(3), "3 lab files on the stick");
+    }
+
+    #[test]
+    fn install_results_read_in_words() {
+        let lines: Vec<String> = [
+            "installed aza revision 2 (waiting for QA activation)",
+            "unchanged folate",
+            "refused clopi.toml: tampered target: length 10, signed 12",
+            "withdrawn old",
+        ]
+        .map(String::from)
+        .into();
+        let got = install_lines(&lines);
+        let titles: Vec<&str> = got.iter().map(|l| l.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "Installed aza revision 2",
+                "folate: already installed",
+                "Not installed: clopi.toml",
+                "old: withdrawn by the manufacturer"
+            ]
+        );
+        assert_eq!(got[2].detail, "tampered target: length 10, signed 12");
+        assert_eq!(got.iter().map(|l| l.ok).collect::<Vec<_>>(), [true, true, false, false]);
+        assert_eq!(
+            install_summary(&got),
+            "1 recipe revision(s) installed; 2 need attention (below)."
+        );
+        assert_eq!(
+            install_summary(&got[1..2]),
+            "The stick's recipes are checked; nothing new to install."
+        );
+    }
+
+    #[test]
+    fn a_refused_update_says_nothing_was_installed_and_why() {
+        let text = install_refused(
+            "recipe intake: timestamp metadata has expired (2026-01-01T00:00:00Z, system clock)",
+        );
+        assert_eq!(
+            text,
+            "Nothing was installed. The manufacturer's signed update on this stick has expired. \
+             Ask for a current one.\nThe appliance says: timestamp metadata has expired \
+             (2026-01-01T00:00:00Z, system clock)"
+        );
+        let keys = install_refused(
+            "recipe intake: root metadata is signed only by keys this unit does not trust",
+        );
+        assert!(keys.contains("not signed by this appliance's manufacturer"), "{keys}");
+        let other = install_refused("recipe intake: /media/galen/metadata: No such file");
+        assert!(
+            other.starts_with("Nothing was installed. The appliance could not verify"),
+            "{other}"
+        );
     }
 
     #[test]

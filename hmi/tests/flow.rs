@@ -1,10 +1,11 @@
 //! The main flows through the screens, driven by accessible label as an assistive technology
 //! (or a gloved finger) would, against a real `applianced` service on the private bus that
 //! `cargo xtask test` starts: a private swtpm under the record store, the simulated unit on real
-//! ptys, a signed recipe repository. QA activates the recipe, a pharmacist creates a
-//! personalised batch, a second person verifies it, the batch runs to completion with its scans
-//! and its cleaning step answered on the run screen, the pharmacist signs it, and an inspector
-//! exports it.
+//! ptys, a signed recipe repository on a stick. Everyone logs in on the on-screen keyboards. QA
+//! installs the recipe from the stick and activates it, a pharmacist creates a personalised
+//! batch from the lab report picked on the stick, a second person verifies it, the batch runs to
+//! completion with its scans and its cleaning step answered on the run screen, the pharmacist
+//! signs it, and an inspector exports it.
 //!
 //! The Slint testing backend runs the event loop on the test's thread (the HMI's D-Bus answers
 //! come back through it); the flow itself runs on a second thread and reaches the window only
@@ -13,7 +14,7 @@
 #[path = "../../appliance/tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use galen_appliance::dbus::{self, PATH};
@@ -160,9 +161,19 @@ impl Screen {
         }
     }
 
+    /// A user name, key by key on the letter keyboard, into the field with `label`; then on
+    /// to the PIN.
+    fn letters(&self, label: &'static str, user: &str) {
+        for c in user.chars() {
+            self.tap(c.to_string());
+        }
+        assert_eq!(self.value(label).as_deref(), Some(user), "what {label:?} shows");
+        self.tap("Next");
+    }
+
     fn login(&self, user: &str) {
         self.wait(15, "the login screen", |ui| !ui.global::<galen_hmi::Hmi<'_>>().get_logged_in());
-        self.fill("User name", user);
+        self.letters("User name", user);
         self.keypad(pin(user));
         self.tap("Log in");
         self.wait(15, &format!("{user} logged in"), |ui| button(ui, "Log out").is_some());
@@ -177,7 +188,7 @@ impl Screen {
     fn sign(&self, user: Option<&str>, pin: &str) {
         self.wait_for_text(15, "Meaning of the signature", "Meaning of this signature");
         if let Some(user) = user {
-            self.fill("Signer's user name", user);
+            self.letters("Signer's user name", user);
         }
         self.keypad(pin);
         self.tap("Sign");
@@ -219,9 +230,27 @@ fn field(ui: &AppWindow, label: &str) -> Option<ElementHandle> {
 
 /// The flow, on its own thread. Returns the batch's id.
 fn flow(s: &Screen, a: &Known) -> String {
-    // QA activates the installed revision on the recipe library.
-    s.login("quinn");
+    // An empty login says what is missing instead of doing nothing; a typo is deleted.
+    s.wait(15, "the login screen", |ui| field(ui, "User name").is_some());
+    s.tap("Log in");
+    s.wait_for_text(15, "Login problem", "Type your user name first");
+    s.tap("q");
+    s.tap("x");
+    s.tap("Delete");
+    assert_eq!(s.value("User name").as_deref(), Some("q"), "Delete takes one letter");
+    s.tap("Delete");
+    s.letters("User name", "quinn");
+    s.tap("Log in");
+    s.wait_for_text(15, "Login problem", "type your PIN on the keypad");
+    s.keypad(pin("quinn"));
+    s.tap("Log in");
+    s.wait(15, "quinn logged in", |ui| button(ui, "Log out").is_some());
+
+    // QA installs the manufacturer's update from the stick and activates the new revision.
     s.tap("Recipes");
+    s.tap("Install from stick");
+    let installed = s.wait_for_text(60, "Installed recipe", &format!("Installed {RECIPE}"));
+    assert!(installed.contains("revision 1"), "{installed}");
     s.tap(format!("Activate {RECIPE}"));
     s.sign(None, pin("quinn"));
     s.wait_for_text(15, "Message", &format!("{RECIPE} revision 1 activated"));
@@ -242,14 +271,28 @@ fn flow(s: &Screen, a: &Known) -> String {
     s.fill("Patient ID", "P-0042");
     s.fill("Weight (kg)", "7.0");
     s.fill("Age (years)", "2");
-    s.fill("TPMT phenotype", "Intermediate Metabolizer");
-    s.fill("NUDT15 phenotype", "Normal Metabolizer");
+    s.fill(TPMT, "Intermediate Metabolizer");
+    s.fill(NUDT15, "Normal Metabolizer");
     s.tap("Show calculation");
     let calc = s.wait_for_text(15, "Calculation", "TPMT");
     assert!(calc.contains("Intermediate"), "the calculation names the phenotype: {calc}");
+    assert!(calc.contains("entered by ada"), "typed phenotypes say so: {calc}");
     let outcome = s.value("Calculation outcome").unwrap();
     assert!(!outcome.is_empty(), "an outcome in words");
     assert_eq!(s.value("Created batch"), None, "nothing is created by showing the calculation");
+
+    // The lab report instead, picked on the stick: a new input needs the calculation again.
+    s.wait_for_text(15, "Lab files", "1 lab file on the stick");
+    s.tap("Choose lab file");
+    s.tap(LAB_FILE);
+    s.wait_for_text(15, "Chosen lab report", LAB_FILE);
+    assert_eq!(s.value(TPMT), None, "the phenotypes come from the file");
+    s.wait(15, "Create batch to wait for the new calculation", |ui| {
+        button(ui, "Create batch").is_none()
+    });
+    s.tap("Show calculation");
+    let calc = s.wait_for_text(15, "Calculation", &format!("lab file {LAB_FILE}"));
+    assert!(calc.contains("Intermediate"), "the file's TPMT phenotype: {calc}");
     s.tap("Create batch");
     let created = s.wait_for_text(15, "Created batch", "A second person must verify it");
     let id = created
@@ -302,6 +345,33 @@ fn flow(s: &Screen, a: &Known) -> String {
 }
 
 const SCAN: &str = "Scan the label, or type material | lot | expiry (YYYY-MM-DD)";
+const TPMT: &str = "TPMT phenotype (as on the lab report)";
+const NUDT15: &str = "NUDT15 phenotype (as on the lab report)";
+/// Where the lab's report sits on the stick, as the picker names it.
+const LAB_FILE: &str = "GALEN/lab/P-0042-tpmt.tsv";
+
+/// A stick as the appliance would see it mounted: the manufacturer's signed update and the
+/// lab's report, under the stick's label.
+fn stick(repo: &Path) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let stick = tempfile::tempdir().unwrap();
+    copy(repo, &stick.path().join("GALEN/recipes"));
+    let lab =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/examples/lab/tpmt-intermediate.tsv");
+    std::fs::create_dir_all(stick.path().join("GALEN/lab")).unwrap();
+    std::fs::copy(lab, stick.path().join(LAB_FILE)).unwrap();
+    stick
+}
 
 /// What the flow's thread needs to know of the appliance.
 struct Known {
@@ -320,21 +390,14 @@ fn login_new_batch_run_sign_export_through_the_screens() {
     let a = rt.block_on(appliance());
     let _server = rt.block_on(dbus::serve_bus(&address, a.svc.clone(), &name)).unwrap();
 
-    // The manufacturer's revision is installed by QA over plain D-Bus (the screens have no
-    // install yet); activating it is part of the flow.
-    rt.block_on(async {
-        let quinn = zbus_login(&address, &name, "quinn").await;
-        let installed: Vec<String> =
-            call(&quinn, &name, "Recipes1", "Install", &(a.repo.display().to_string(),)).await;
-        assert_eq!(installed.len(), 1, "{installed:?}");
-    });
-
+    let stick = stick(&a.repo);
     let bus = Bus::Address(address.clone());
     let client = rt.block_on(Client::connect(&bus, &name)).unwrap();
     let ui = AppWindow::new().unwrap();
     ui.window().set_size(slint::PhysicalSize::new(1280, 800));
     ui.show().unwrap();
-    let options = Options { bus, stick: a.exports.clone(), lock_after: Duration::from_secs(3600) };
+    let options =
+        Options { bus, stick: stick.path().to_owned(), lock_after: Duration::from_secs(3600) };
     let running = galen_hmi::init(&ui, client, rt.handle().clone(), options);
 
     let screen = Screen { ui: ui.as_weak() };
@@ -362,6 +425,7 @@ fn login_new_batch_run_sign_export_through_the_screens() {
         "Verified by (second person) Victor Second",
         "scanned azathioprine lot AZA-2291",
         "scanned vehicle lot ORA-77",
+        LAB_FILE,
         "Complete",
         "Performed by Ada Lovelace",
     ] {

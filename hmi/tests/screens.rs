@@ -4,12 +4,23 @@
 //! them before committing.
 //!
 //! The screens show fixed, typical data put through the same view model the live HMI uses.
+//! Doses and masses are not invented: they come from the azathioprine example recipe's own
+//! rule, evaluated with `galen-recipes` for one patient (35 kg, 10 years, TPMT intermediate,
+//! NUDT15 normal), and the calculation shown is the text the API returns for it.
 
 use std::path::{Path, PathBuf};
 
-use galen_hmi::view::{Role, Trend, Unit};
-use galen_hmi::{AppWindow, Hmi, Row, model, show_session, show_unit};
-use i_slint_backend_testing::{TestingBackend, TestingBackendOptions, mock_elapsed_time};
+use galen_hmi::view::{self, Role, Trend, Unit};
+use galen_hmi::{AppWindow, Hmi, Row, model, show_session, show_unit, wire_editing};
+use galen_recipes::model::Recipe;
+use galen_recipes::patient::{GeneResult, Patient, PatientId, Source, Sourced};
+use galen_recipes::personalise::{self, Parameters};
+use galen_recipes::pgx::{Gene, Phenotype};
+use galen_recipes::quantity::{BodyWeight, Fixed};
+use i_slint_backend_testing::{
+    AccessibleRole, ElementHandle, ElementRoot as _, TestingBackend, TestingBackendOptions,
+    mock_elapsed_time,
+};
 use slint::{ComponentHandle as _, SharedString};
 
 /// A pixel differs when a channel moved by more than this…
@@ -29,39 +40,160 @@ fn strings(v: &[&str]) -> slint::ModelRc<SharedString> {
     model(v.iter().map(|s| SharedString::from(*s)).collect())
 }
 
+/// The example recipe as the manufacturer wrote it.
+fn azathioprine() -> Recipe {
+    let name = "azathioprine-oral-suspension.toml";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/examples").join(name);
+    galen_recipes::authoring::parse(name, &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The pharmacist's patient, typed in by ada as the API builds it from the screen's fields.
+fn patient() -> Patient {
+    let entered = || Source::Entered { by: "ada".into(), verified_by: None };
+    let gene = |g: &str, p: &str| {
+        let result = GeneResult {
+            diplotype: None,
+            phenotype: Some(Phenotype::parse(p).unwrap()),
+            activity_score: None,
+        };
+        (Gene::new(g).unwrap(), Sourced { value: result, source: entered() })
+    };
+    Patient {
+        id: PatientId::new("P-0042").unwrap(),
+        weight: Some(Sourced {
+            value: BodyWeight::new(Fixed::parse("35").unwrap()).unwrap(),
+            source: entered(),
+        }),
+        age_years: Some(Sourced { value: 10, source: entered() }),
+        genes: [gene("TPMT", "Intermediate Metabolizer"), gene("NUDT15", "Normal Metabolizer")]
+            .into(),
+    }
+}
+
+/// What `Batches1.Preview` answers for the patient (the API's JSON, read by the view model as
+/// the live screen reads it), and the parameters the supervisor would run.
+fn calculation() -> (view::Calculation, Parameters) {
+    let recipe = azathioprine();
+    let e = personalise::evaluate(&recipe, &patient()).expect("the rule accepts the patient");
+    let json = serde_json::json!({
+        "recipe": recipe.id.as_str(),
+        "revision": recipe.revision,
+        "patient_id": "P-0042",
+        "outcome": e.explanation.outcome,
+        "text": e.explanation.to_text(),
+        "parameters": e.parameters,
+        "needs_qa": e.explanation.needs_qa,
+        "second_person": recipe.second_person,
+    });
+    let calc = view::Calculation::parse(&json.to_string()).unwrap();
+    (calc, e.parameters.expect("a personalised recipe"))
+}
+
+fn grams(p: &Parameters) -> (f64, f64) {
+    let g = |m: galen_recipes::quantity::Mass| m.value().to_string().parse::<f64>().unwrap();
+    (g(p.active_mass), p.vehicle_mass.map_or(0.0, g))
+}
+
+/// The recipe's phases as the run screen lists them (from the recipe's JSON, as `Details`
+/// gives it).
+fn phases() -> Vec<String> {
+    view::phases_of(&serde_json::to_value(azathioprine()).unwrap())
+}
+
+/// The batch 62 % through weighing the vehicle: the azathioprine is in the vessel, the vehicle
+/// is coming; no phase of this recipe heats, so the heater is off at room temperature.
 fn running_unit() -> (Unit, Trend, Trend) {
+    let (active, vehicle) = grams(&calculation().1);
+    let phases = phases();
+    let at = phases.iter().position(|p| p == "dispense-vehicle").unwrap();
+    let progress = 0.62;
     let u = Unit {
-        batch_id: "B-20261121-0007".into(),
+        batch_id: "B-20261121-007".into(),
         state: "Running".into(),
-        phase: "dispense-vehicle".into(),
-        position: (5, 9),
-        progress: 0.62,
-        weight_g: 31.284,
+        phase: phases[at].clone(),
+        position: (u32::try_from(at).unwrap(), u32::try_from(phases.len()).unwrap()),
+        progress,
+        weight_g: active + progress * vehicle,
         weight_stable: false,
-        temperature_c: 24.3,
-        setpoint_c: 25.0,
+        temperature_c: 21.8,
+        setpoint_c: 0.0,
         ..Unit::default()
     };
     let (mut w, mut t) = (Trend::new(450), Trend::new(450));
     for i in 0..200_u32 {
         let x = f64::from(i);
-        w.push(if i < 40 { 0.0 } else { (x - 40.0) * 0.2 });
-        t.push(22.0 + 2.3 * (1.0 - (-x / 60.0).exp()) + 0.05 * (x * 0.7).sin());
+        w.push(if i < 40 { active } else { active + (x - 40.0) / 159.0 * progress * vehicle });
+        t.push(21.8 + 0.05 * (x * 0.7).sin());
     }
     (u, w, t)
 }
 
-const PHASES: [&str; 9] = [
-    "scan-api",
-    "scan-vehicle",
-    "prime-vehicle",
-    "tare-vessel",
-    "dispense-api",
-    "dispense-vehicle",
-    "mix",
-    "flush",
-    "label",
-];
+fn strings_of(v: &[String]) -> slint::ModelRc<SharedString> {
+    model(v.iter().map(SharedString::from).collect())
+}
+
+/// Lets conditional elements and repeaters be built, then acts on the element with `label`
+/// and `role` as a tap or a keyboard would.
+fn element(ui: &AppWindow, label: &str, role: AccessibleRole) -> ElementHandle {
+    mock_elapsed_time(std::time::Duration::from_millis(50));
+    ElementHandle::find_by_accessible_label(ui, label)
+        .find(|e| e.accessible_role() == Some(role))
+        .unwrap_or_else(|| panic!("no {role:?} {label:?} on the screen"))
+}
+
+fn tap(ui: &AppWindow, label: &str) {
+    element(ui, label, AccessibleRole::Button).invoke_accessible_default_action();
+}
+
+fn type_into(ui: &AppWindow, label: &str, text: &str) {
+    element(ui, label, AccessibleRole::TextInput).set_accessible_value(text);
+}
+
+fn lab_row(name: &str, detail: &str) -> Row {
+    row(name, name.rsplit('/').next().unwrap(), detail, "", true)
+}
+
+/// The first phase: the unit waits for the azathioprine's label, and refused an expired lot.
+fn scanning(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let (mut u, _, t) = running_unit();
+    u.phase = "scan-api".into();
+    u.position = (0, u.position.1);
+    u.progress = 0.0;
+    u.weight_g = 0.0;
+    u.weight_stable = true;
+    u.instruction = "Scan the azathioprine container (lot and expiry)".into();
+    u.notice = "lot AZA-1180 expired on 2025-10-31".into();
+    let mut w = Trend::new(450);
+    (0..200).for_each(|_| w.push(0.0));
+    show_unit(ui, &u, &w, &t);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_phases(strings_of(&phases()));
+    hmi.set_screen("run".into());
+}
+
+/// The recipe library, as QA sees it.
+fn library(ui: &AppWindow) {
+    show_session(ui, "Quinn Release", Role::Qa);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_recipes(model(vec![
+        row(
+            "azathioprine-oral-suspension",
+            "Azathioprine 10 mg/mL oral suspension — revision 1",
+            "",
+            "Active",
+            true,
+        ),
+        row(
+            "clopidogrel-oral-suspension",
+            "Clopidogrel 5 mg/mL oral suspension — revision 1",
+            "",
+            "Waiting for QA activation",
+            false,
+        ),
+    ]));
+    hmi.set_screen("recipes".into());
+}
 
 /// How a screen is set up before it is rendered.
 type Setup = Box<dyn Fn(&AppWindow)>;
@@ -79,9 +211,38 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                      administrator"
                         .into(),
                 );
+                for k in ["a", "d", "a", "Next"] {
+                    tap(ui, k);
+                }
             }),
         ),
-        ("login-800x480", (800, 480), Box::new(|_| {})),
+        (
+            "login-800x480",
+            (800, 480),
+            Box::new(|ui| {
+                for k in ["a", "d", "a"] {
+                    tap(ui, k);
+                }
+            }),
+        ),
+        (
+            "login-empty-800x480",
+            (800, 480),
+            Box::new(|ui| {
+                tap(ui, "Log in");
+                let why = view::login_missing("", "").unwrap();
+                ui.global::<Hmi<'_>>().set_login_error(why.into());
+            }),
+        ),
+        (
+            "login-pin-800x480",
+            (800, 480),
+            Box::new(|ui| {
+                for k in ["a", "d", "a", "Next", "1", "1", "1"] {
+                    tap(ui, k);
+                }
+            }),
+        ),
         (
             "home",
             (1280, 800),
@@ -92,33 +253,41 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 u.alarms = vec!["heater: no reply for 3 s (link down)".into()];
                 show_unit(ui, &u, &w, &t);
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_record_health("1284 entries verified; at start: intact".into());
+                hmi.set_record_health(view::record_health(1284, "intact").into());
                 hmi.set_screen("home".into());
             }),
         ),
+        ("recipes", (1280, 800), Box::new(library)),
         (
-            "recipes",
+            "recipes-installed",
             (1280, 800),
             Box::new(|ui| {
-                show_session(ui, "Quinn Release", Role::Qa);
+                library(ui);
+                let lines = view::install_lines(&[
+                    "installed clopidogrel-oral-suspension revision 1 (waiting for QA activation)"
+                        .to_owned(),
+                    "unchanged azathioprine-oral-suspension".to_owned(),
+                ]);
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_recipes(model(vec![
-                    row(
-                        "azathioprine-oral-suspension",
-                        "Azathioprine 10 mg/mL oral suspension — revision 3",
-                        "",
-                        "Active",
-                        true,
-                    ),
-                    row(
-                        "mercaptopurine-syrup",
-                        "Mercaptopurine 20 mg/mL syrup — revision 2",
-                        "",
-                        "Waiting for QA activation",
-                        false,
-                    ),
-                ]));
-                hmi.set_screen("recipes".into());
+                hmi.set_install_note(view::install_summary(&lines).into());
+                hmi.set_install_lines(model(
+                    lines.iter().map(|l| row("", &l.title, &l.detail, "", l.ok)).collect(),
+                ));
+            }),
+        ),
+        (
+            "recipes-refused",
+            (1280, 800),
+            Box::new(|ui| {
+                library(ui);
+                let hmi = ui.global::<Hmi<'_>>();
+                hmi.set_install_ok(false);
+                hmi.set_install_note(
+                    view::install_refused(
+                        "recipe intake: timestamp metadata has expired (2026-11-19T00:00:00Z)",
+                    )
+                    .into(),
+                );
             }),
         ),
         (
@@ -126,48 +295,50 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
             (1280, 800),
             Box::new(|ui| {
                 show_session(ui, "Ada Lovelace", Role::Pharmacist);
+                let recipe = azathioprine();
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
+                hmi.set_chosen_recipe(recipe.id.as_str().into());
                 hmi.set_chosen_recipe_title(
-                    "Azathioprine 10 mg/mL oral suspension — revision 3".into(),
+                    format!("{} — revision {}", recipe.name, recipe.revision).into(),
                 );
-                hmi.set_genes(strings(&["TPMT", "NUDT15"]));
-                hmi.set_has_calculation(true);
-                hmi.set_calc_outcome(
-                    "Reduced dose: 30 % of the standard dose (TPMT intermediate)".into(),
-                );
-                hmi.set_calc_text(
-                    "Rule: CPIC thiopurines, TPMT × NUDT15 table (recipe revision 3)\n\
-                     Inputs: weight 7.0 kg (entered), TPMT Intermediate Metabolizer (entered), \
-                     NUDT15 Normal Metabolizer (entered)\n\
-                     Row: TPMT intermediate, NUDT15 normal → 30–80 %, recipe factor 30 %\n\
-                     Dose: 2.0 mg/kg × 7.0 kg × 30 % = 4.2 mg/day → 0.42 mL of 10 mg/mL\n\
-                     Bounds: 0.1–5.0 mL per batch (signed): within"
-                        .into(),
-                );
-                hmi.set_calc_before(
-                    "Before start: a second person verifies patient-id, weight, phenotype.".into(),
-                );
+                hmi.set_genes(strings_of(&view::genes_of(&serde_json::to_value(&recipe).unwrap())));
+                hmi.set_lab_files_note(view::lab_files_note(0).into());
                 hmi.set_screen("new-batch".into());
+                type_into(ui, "Patient ID", "P-0042");
+                type_into(ui, "Weight (kg)", "35");
+                type_into(ui, "Age (years)", "10");
+                type_into(ui, "TPMT phenotype (as on the lab report)", "Intermediate Metabolizer");
+                type_into(ui, "NUDT15 phenotype (as on the lab report)", "Normal Metabolizer");
+                let (calc, _) = calculation();
+                hmi.set_calc_outcome(calc.outcome.clone().into());
+                hmi.set_calc_text(calc.text.clone().into());
+                hmi.set_calc_before(calc.before_start().into());
+                hmi.set_has_calculation(true);
             }),
         ),
         (
-            "run-scan",
+            "new-batch-lab-files",
             (1280, 800),
             Box::new(|ui| {
                 show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let (mut u, w, t) = running_unit();
-                u.phase = "scan-api".into();
-                u.position = (0, 9);
-                u.progress = 0.0;
-                u.instruction = "Scan the azathioprine container (lot and expiry)".into();
-                u.notice = "lot AZA-1180 expired on 2025-10-31".into();
-                show_unit(ui, &u, &w, &t);
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_phases(strings(&PHASES));
-                hmi.set_screen("run".into());
+                hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
+                hmi.set_chosen_recipe_title(
+                    "Azathioprine 10 mg/mL oral suspension — revision 1".into(),
+                );
+                hmi.set_genes(strings(&["TPMT", "NUDT15"]));
+                hmi.set_lab_files(model(vec![
+                    lab_row("LAB/P-0042-tpmt.tsv", "2026-11-21 09:12 UTC · in LAB"),
+                    lab_row("LAB/P-0017-tpmt.tsv", "2026-11-20 16:40 UTC · in LAB"),
+                    lab_row("P-0009-nudt15.tsv", "2026-11-02 11:05 UTC"),
+                ]));
+                hmi.set_lab_files_note(view::lab_files_note(3).into());
+                hmi.set_screen("new-batch".into());
+                hmi.set_picking_lab_file(true);
             }),
         ),
+        ("run-scan", (1280, 800), Box::new(scanning)),
+        ("run-scan-800x480", (800, 480), Box::new(scanning)),
         (
             "run",
             (1280, 800),
@@ -176,7 +347,7 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 let (u, w, t) = running_unit();
                 show_unit(ui, &u, &w, &t);
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_phases(strings(&PHASES));
+                hmi.set_phases(strings_of(&phases()));
                 hmi.set_remaining_text("about 40 s".into());
                 hmi.set_screen("run".into());
             }),
@@ -189,7 +360,7 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 let (u, w, t) = running_unit();
                 show_unit(ui, &u, &w, &t);
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_phases(strings(&PHASES));
+                hmi.set_phases(strings_of(&phases()));
                 hmi.set_screen("run".into());
             }),
         ),
@@ -214,11 +385,28 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 show_session(ui, "Ada Lovelace", Role::Pharmacist);
                 let hmi = ui.global::<Hmi<'_>>();
                 hmi.set_screen("run".into());
-                hmi.set_sign_kind("verify".into());
+                hmi.set_sign_title("Sign the batch record".into());
+                hmi.set_sign_meaning(view::signature_meaning("sign").into());
+                hmi.set_sign_subject("For: B-20261121-007".into());
+                hmi.set_sign_asks_user(false);
+                hmi.set_sign_kind("sign".into());
+            }),
+        ),
+        (
+            "sign-second-person",
+            (1280, 800),
+            Box::new(|ui| {
+                show_session(ui, "Ada Lovelace", Role::Pharmacist);
+                let hmi = ui.global::<Hmi<'_>>();
+                hmi.set_screen("new-batch".into());
                 hmi.set_sign_title("Second-person verification".into());
-                hmi.set_sign_meaning(galen_hmi::view::signature_meaning("verify").into());
-                hmi.set_sign_subject("For: B-20261121-0007".into());
+                hmi.set_sign_meaning(view::signature_meaning("verify").into());
+                hmi.set_sign_subject("For: B-20261121-007".into());
                 hmi.set_sign_asks_user(true);
+                hmi.set_sign_kind("verify".into());
+                for k in ["v", "i", "c"] {
+                    tap(ui, k);
+                }
             }),
         ),
         (
@@ -228,8 +416,8 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 show_session(ui, "Quinn Release", Role::Qa);
                 let hmi = ui.global::<Hmi<'_>>();
                 hmi.set_batches(model(vec![row(
-                    "B-20261121-0007",
-                    "B-20261121-0007 — patient P-0042",
+                    "B-20261121-007",
+                    "B-20261121-007 — patient P-0042",
                     "azathioprine-oral-suspension · Complete",
                     "Complete",
                     true,
@@ -245,15 +433,15 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 let hmi = ui.global::<Hmi<'_>>();
                 hmi.set_batches(model(vec![
                     row(
-                        "B-20261121-0007",
-                        "B-20261121-0007 — patient P-0042",
+                        "B-20261121-007",
+                        "B-20261121-007 — patient P-0042",
                         "azathioprine-oral-suspension · Complete",
                         "Complete",
                         true,
                     ),
                     row(
-                        "B-20261120-0003",
-                        "B-20261120-0003 — patient P-0017",
+                        "B-20261120-003",
+                        "B-20261120-003 — patient P-0017",
                         "azathioprine-oral-suspension · Aborted",
                         "Aborted",
                         false,
@@ -286,16 +474,48 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
     ]
 }
 
-fn render(name: &str, size: (u32, u32), setup: &dyn Fn(&AppWindow)) -> (u32, u32, Vec<u8>) {
+/// The smallest touch target a gloved finger is given (most are 64 px).
+const MIN_TARGET_PX: f32 = 48.0;
+
+/// Renders the screen, and says which buttons are too small for a gloved finger or (partly)
+/// off the screen, where no one can reach them.
+fn render(
+    name: &str,
+    size: (u32, u32),
+    setup: &dyn Fn(&AppWindow),
+) -> ((u32, u32, Vec<u8>), Vec<String>) {
     let ui = AppWindow::new().unwrap();
+    wire_editing(&ui);
     ui.window().set_size(slint::PhysicalSize::new(size.0, size.1));
-    setup(&ui);
     ui.show().unwrap();
+    setup(&ui);
     // Conditional elements and repeaters are built on the next tick.
     mock_elapsed_time(std::time::Duration::from_millis(100));
     let shot = ui.window().take_snapshot().unwrap_or_else(|e| panic!("{name}: {e}"));
+    #[allow(clippy::cast_precision_loss)] // a window's size in pixels
+    let (w, h) = (size.0 as f32, size.1 as f32);
+    let unreachable = ui
+        .root_element()
+        .query_descendants()
+        .match_accessible_role(AccessibleRole::Button)
+        .find_all()
+        .into_iter()
+        .filter_map(|b| {
+            let (at, sz) = (b.absolute_position(), b.size());
+            let small = sz.width < MIN_TARGET_PX || sz.height < MIN_TARGET_PX;
+            let off =
+                at.x < 0.0 || at.y < 0.0 || at.x + sz.width > w + 0.5 || at.y + sz.height > h + 0.5;
+            (small || off).then(|| {
+                let label = b.accessible_label().unwrap_or_default();
+                format!(
+                    "{name}: button {label:?} is {}x{} at ({}, {})",
+                    sz.width, sz.height, at.x, at.y
+                )
+            })
+        })
+        .collect();
     ui.hide().unwrap();
-    (shot.width(), shot.height(), shot.as_bytes().to_vec())
+    ((shot.width(), shot.height(), shot.as_bytes().to_vec()), unreachable)
 }
 
 fn write_png(path: &Path, (w, h, rgba): &(u32, u32, Vec<u8>)) {
@@ -329,7 +549,7 @@ fn difference(a: &[u8], b: &[u8]) -> f64 {
 }
 
 #[test]
-fn every_screen_matches_its_picture_in_docs() {
+fn every_screen_matches_its_picture_in_docs_and_every_button_is_in_reach() {
     slint::platform::set_platform(Box::new(TestingBackend::new(TestingBackendOptions {
         mock_time: true,
         threading: false,
@@ -339,7 +559,8 @@ fn every_screen_matches_its_picture_in_docs() {
     let update = std::env::var_os("GALEN_UPDATE_SCREENS").is_some();
     let mut failures = Vec::new();
     for (name, size, setup) in screens() {
-        let shot = render(name, size, &*setup);
+        let (shot, unreachable) = render(name, size, &*setup);
+        failures.extend(unreachable);
         assert_eq!((shot.0, shot.1), size, "{name} renders at its size");
         let path = dir().join(format!("{name}.png"));
         if update {
