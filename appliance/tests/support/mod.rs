@@ -196,7 +196,7 @@ pub fn raw(db: &Path) -> rusqlite::Connection {
 /// A test recipe: the azathioprine example made quick for the rig — the active comes as a
 /// liquid concentrate through the syringe pump instead of a hand-weighed powder, and the mix
 /// lasts two seconds — so a whole batch runs in well under a minute.
-fn test_recipe() -> (String, Vec<u8>) {
+pub fn test_recipe() -> (String, Vec<u8>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../recipes/examples/azathioprine-oral-suspension.toml");
     let text = std::fs::read_to_string(path)
@@ -222,12 +222,44 @@ fn test_recipe() -> (String, Vec<u8>) {
     ("test-suspension.toml".into(), text.into_bytes())
 }
 
+/// The test recipe warmed and kept warm before the mix (`test-heated-suspension`): a heat
+/// phase `warm` to 28 °C (policy repeat) and a hold `keep-warm` at 27–29 °C for a minute
+/// (policy resume). 28 °C because the rig's heater controller is proportional only and settles
+/// below its setpoint by 1/16 of the rise above the 22 °C room, which must stay within the
+/// engine's 0.5 °C "at temperature".
+pub fn heated_recipe() -> (String, Vec<u8>) {
+    let (_, text) = test_recipe();
+    let text = String::from_utf8(text)
+        .unwrap()
+        .replace("id = \"test-suspension\"", "id = \"test-heated-suspension\"")
+        .replace(
+            "[[equipment]]\nkind = \"mixer\"",
+            "[[equipment]]\nkind = \"heater\"\nmin_c = 20\nmax_c = 60\n\n[[equipment]]\nkind = \"mixer\"",
+        )
+        .replace(
+            "[[unit_procedure.operation.phase]]\nid = \"mix\"",
+            "[[unit_procedure.operation.phase]]\nid = \"warm\"\nkind = \"heat\"\ntarget_c = 28\n\
+             ramp_c_per_min = 3\nresume = \"repeat\"\n\n\
+             [[unit_procedure.operation.phase]]\nid = \"keep-warm\"\nkind = \"hold\"\nmin_c = 27\n\
+             max_c = 29\nduration_s = 60\nresume = \"resume\"\n\n\
+             [[unit_procedure.operation.phase]]\nid = \"mix\"",
+        );
+    assert!(text.contains("id = \"keep-warm\""), "the example changed shape");
+    ("test-heated-suspension.toml".into(), text.into_bytes())
+}
+
 fn days(n: i64) -> Timestamp {
     Timestamp::now().checked_add(SignedDuration::from_hours(24 * n)).unwrap()
 }
 
 /// A manufacturer's signed repository with the test recipe; returns (repo, root.json).
 pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
+    repository_with(dir, &[test_recipe()]).await
+}
+
+/// A manufacturer's signed repository with `recipes` (file name, contents); returns (repo,
+/// root.json).
+pub async fn repository_with(dir: &Path, recipes: &[(String, Vec<u8>)]) -> (PathBuf, Vec<u8>) {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let mut specs = Vec::new();
@@ -242,7 +274,7 @@ pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
     let key_files: Vec<PathBuf> = specs.iter().flat_map(|s| s.keys.clone()).collect();
     let expiries = Expiries { targets: days(30), snapshot: days(7), timestamp: days(2) };
     let repo = dir.join("repo");
-    publish::publish(&repo, Some(&root_path), &key_files, &[test_recipe()], expiries, &mut |_| {})
+    publish::publish(&repo, Some(&root_path), &key_files, recipes, expiries, &mut |_| {})
         .await
         .unwrap();
     (repo, root)
@@ -306,6 +338,7 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         live,
         feed,
         tokio::runtime::Handle::current(),
-    ));
+    )
+    .unwrap());
     Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
 }
