@@ -253,3 +253,24 @@ async fn killed_mid_heat_the_heater_is_off_before_ready_and_the_pharmacist_resum
     assert!(said(&batch, "batch.state", "Complete").is_some());
     assert!(said(&batch, "signature.Performed by", "Performed by").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_again_and_again_it_still_starts() {
+    // Straight to a TPM with no resource manager, every killed run leaves its session loaded;
+    // a TPM has room for three.
+    let appliance = support::Rig::new();
+    daemon::commission(&appliance);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
+    let mut name = None;
+    for _ in 0..5 {
+        let (child, ready, n) = daemon::start(&appliance, &rig, &fixture_root(), name.as_deref());
+        assert!(ready.starts_with("applianced ready"), "{ready}");
+        name = Some(n);
+        child.kill();
+    }
+    let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), name.as_deref());
+    assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+    child.stop();
+    assert_eq!(appliance.open().integrity(), &Integrity::Sound);
+}
