@@ -16,6 +16,7 @@ use galen_appliance::records::{Integrity, NewEntry};
 use galen_hil::plant::PlantConfig;
 use galen_hil::plant::config::BalanceConfig;
 use galen_hil::rig::{Rig, RigConfig};
+use galen_record::signature::{Meaning, SignatureRecord, binding};
 use galen_record::{Entry, EntryKind};
 use tempfile::TempDir;
 
@@ -252,6 +253,138 @@ async fn killed_mid_heat_the_heater_is_off_before_ready_and_the_pharmacist_resum
     assert!(said(&batch, "phase.keep-warm", "held 60 s in band").is_some());
     assert!(said(&batch, "batch.state", "Complete").is_some());
     assert!(said(&batch, "signature.Performed by", "Performed by").is_some());
+}
+
+/// Ada's session on the applianced serving `name`, logged in.
+async fn session(name: &str, user: &str) -> zbus::Connection {
+    let conn = galen_appliance::dbus::connect(&daemon::bus()).await.unwrap();
+    let _: (String, String) = conn
+        .call_method(Some(name), galen_appliance::dbus::PATH, Some("org.galen.Session1"), "Login", &(
+            user,
+            daemon::pin(user),
+        ))
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    conn
+}
+
+/// Every signature of the batch with `meaning`, each checked whole: its binding recomputes,
+/// and the entry it signs is in the batch with the hash it names.
+fn signatures(batch: &[Entry], meaning: Meaning) -> Vec<(u64, SignatureRecord)> {
+    batch
+        .iter()
+        .filter(|e| e.body.kind == EntryKind::Signature)
+        .map(|e| (e, serde_json::from_str::<SignatureRecord>(&e.body.payload).unwrap()))
+        .filter(|(_, s)| s.meaning == meaning)
+        .map(|(e, s)| {
+            assert_eq!(binding(&s), s.binding, "signature {} binds what it says", e.seq);
+            let signed = batch.iter().find(|x| x.seq == s.signed_seq).expect("the signed entry");
+            assert_eq!(signed.entry_hash, s.signed_entry_hash);
+            (e.seq, s)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_signing_the_signature_is_whole_or_absent_and_never_lost_once_answered() {
+    let u = unit(&[support::test_recipe()], 10.0).await;
+    let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
+    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    let id = daemon::start_batch(&name, "test-suspension");
+    daemon::scan_materials(&name, &id);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);
+    galenctl(&name, "ada", &["batch", "confirm", &id]);
+    galenctl(&name, "ada", &["batch", "watch", &id]);
+
+    // The Sign call is sent on a logged-in session, then the daemon is killed after a delay:
+    // before it reads the call, during the PIN check, around the entry's commit, around the
+    // checkpoint. Each restart must find the chain whole and the signature all there or not
+    // at all; an answered call must have its signature.
+    let mut child = Some(child);
+    let mut seen = Vec::new();
+    for delay_ms in [0, 10, 25, 40, 55, 70, 90, 120, 200] {
+        let conn = session(&name, "ada").await;
+        let (dest, id2) = (name.clone(), id.clone());
+        let sign = tokio::spawn(async move {
+            conn.call_method(
+                Some(dest.as_str()),
+                galen_appliance::dbus::PATH,
+                Some("org.galen.Batches1"),
+                "Sign",
+                &(id2.as_str(), daemon::pin("ada")),
+            )
+            .await
+            .is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.take().unwrap().kill();
+        let answered = sign.await.unwrap();
+        let (restarted, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
+        child = Some(restarted);
+        assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+        daemon::assert_chain_verifies(&name);
+        let batch: Vec<Entry> = daemon::entries(&name, &id)
+            .into_iter()
+            .map(|e| serde_json::from_value(e).unwrap())
+            .collect();
+        let present = signatures(&batch, Meaning::Authored).len();
+        assert!(present <= 1, "one call, at most one signature");
+        assert!(!answered || present == 1, "answered at {delay_ms} ms but not recorded");
+        seen.push(format!("{delay_ms} ms: answered {answered}, recorded {}", present == 1));
+        if present == 1 {
+            break;
+        }
+    }
+    println!("kills while signing: {}", seen.join("; "));
+    let batch: Vec<Entry> = daemon::entries(&name, &id)
+        .into_iter()
+        .map(|e| serde_json::from_value(e).unwrap())
+        .collect();
+    if signatures(&batch, Meaning::Authored).is_empty() {
+        galenctl(&name, "ada", &["batch", "sign", &id]);
+    }
+    // The batch is released by QA after all those restarts.
+    let labels = tempfile::tempdir().unwrap();
+    let dir = labels.path().display().to_string();
+    galenctl(&name, "quinn", &["batch", "release", &id, "--label-dir", &dir]);
+    child.take().unwrap().stop();
+
+    // Whole: every signature is sealed by a signature checkpoint taken after it, even when the
+    // kill came between the entry's commit and its checkpoint.
+    let store = u.appliance.open();
+    assert_eq!(store.integrity(), &Integrity::Sound);
+    let batch = store.batch_entries(&id).unwrap();
+    let db = support::raw(&u.appliance.db());
+    for meaning in [Meaning::Verified, Meaning::Authored, Meaning::Released] {
+        assert_eq!(signatures(&batch, meaning).len(), 1, "one {meaning:?} signature");
+    }
+    for (seq, s) in [Meaning::Verified, Meaning::Authored, Meaning::Released]
+        .into_iter()
+        .flat_map(|m| signatures(&batch, m))
+    {
+        let sealed: i64 = db
+            .query_row(
+                "SELECT count(*) FROM checkpoints WHERE reason = 'signature' AND entries >= ?1",
+                [seq],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sealed > 0, "the {:?} signature at {seq} was never sealed", s.meaning);
+    }
+    let completed: Vec<String> = db
+        .prepare(
+            "SELECT object FROM entries WHERE object IN \
+             ('records.signature.sealed', 'records.checkpoint.completed')",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    println!("completed at a restart: {completed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

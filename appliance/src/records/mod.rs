@@ -247,6 +247,9 @@ impl RecordStore {
             Some(p) => Some(p),
             None => store.reconcile_counter(at)?,
         };
+        if problem.is_none() {
+            store.seal_signature(at)?;
+        }
         if let Some(why) = problem {
             store.integrity = Integrity::Compromised(why.clone());
             // Appending after damage is still safe: the chain continues from the stored head,
@@ -521,6 +524,39 @@ impl RecordStore {
             ))),
             None => Ok(Some("the record database has no checkpoint at all".into())),
         }
+    }
+
+    /// Seals the last signature if the supervisor stopped between its entry and its
+    /// checkpoint: a signature in the record is always a sealed one, as if the power had not
+    /// failed. A system entry says why the checkpoint came late.
+    fn seal_signature(&mut self, at: At) -> Result<(), RecordError> {
+        let last: Option<u64> = self.conn.query_row(
+            "SELECT max(seq) FROM entries WHERE kind = 'signature'",
+            [],
+            |r| r.get(0),
+        )?;
+        let Some(seq) = last else { return Ok(()) };
+        let sealed: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE reason = 'signature' AND entries >= ?1)",
+            [seq],
+            |r| r.get(0),
+        )?;
+        if !sealed {
+            self.append(
+                at,
+                NewEntry {
+                    new_value: Some(seq.to_string()),
+                    reason: Some(
+                        "the supervisor stopped after the signature was recorded and before it \
+                         was sealed"
+                            .into(),
+                    ),
+                    ..NewEntry::new(EntryKind::System, "records.signature.sealed")
+                },
+            )?;
+            self.checkpoint("signature", at)?;
+        }
+        Ok(())
     }
 
     fn mac(&self, entry_hash: &Hash) -> Hash {
