@@ -196,14 +196,14 @@ async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_heat_the_heater_is_off_before_ready_and_the_pharmacist_resumes_the_batch() {
+async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_after_qa_review() {
     // Heating takes plant minutes: the rig runs ten times faster than the wall clock.
     let u = unit(&[support::heated_recipe()], 10.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
     daemon::staff(&name, &u.repo, &["test-heated-suspension"]);
     let id = daemon::start_batch(&name, "test-heated-suspension");
     daemon::scan_materials(&name, &id);
-    galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "warm"]);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "keep-warm"]);
     let heating = |rig: &Rig| rig.plant().snapshot().heater_w > 0.0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !heating(&u.rig) {
@@ -221,12 +221,21 @@ async fn killed_mid_heat_the_heater_is_off_before_ready_and_the_pharmacist_resum
     assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
     assert!(heater_w.abs() < f64::EPSILON, "the heater still gave {heater_w} W at READY");
     let shown = status(&name);
-    assert_eq!((shown["state"].as_str(), shown["phase"].as_str()), (Some("Held"), Some("warm")));
+    assert_eq!(
+        (shown["state"].as_str(), shown["phase"].as_str()),
+        (Some("Held"), Some("keep-warm"))
+    );
+    assert!(shown["instruction"].as_str().unwrap().contains("QA must review"), "{shown}");
 
-    // The pharmacist must say who checked what before it goes on.
+    // The recipe leaves an interrupted hold to QA; then the pharmacist must say who checked
+    // what before it goes on.
     let refused = galenctl_refused(&name, "ada", &["batch", "resume", &id]);
-    assert!(refused.contains("acknowledge the restart alarm") && refused.contains("(NotReady)"));
+    assert!(refused.contains("QA must review") && refused.contains("(NotReady)"), "{refused}");
+    galenctl(&name, "quinn", &["batch", "review", &id]);
+    let refused = galenctl_refused(&name, "ada", &["batch", "resume", &id]);
+    assert!(refused.contains("acknowledge the restart alarm"), "{refused}");
     galenctl(&name, "ada", &["ack", "--reason", "power back; vessel covered, temperature checked"]);
+    assert!(status(&name)["instruction"].as_str().unwrap().ends_with("resume or abort"));
     galenctl(&name, "ada", &["batch", "resume", &id]);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);
     galenctl(&name, "ada", &["batch", "confirm", &id]);
@@ -239,18 +248,30 @@ async fn killed_mid_heat_the_heater_is_off_before_ready_and_the_pharmacist_resum
     let store = u.appliance.open();
     assert_eq!(store.integrity(), &Integrity::Sound);
     let batch = store.batch_entries(&id).unwrap();
-    let restart = said(&batch, "batch.restart", "in phase warm").expect("a deviation");
-    assert!(restart.body.new_value.as_deref().unwrap().contains("policy for the phase is repeat"));
-    let resumed = said(&batch, "batch.operator", "resume after the restart: phase warm runs again")
+    let restart = said(&batch, "batch.restart", "in phase keep-warm").expect("a deviation");
+    assert!(
+        restart.body.new_value.as_deref().unwrap().contains("policy for the phase is qa-decision")
+    );
+    let review = said(&batch, "signature.Reviewed by", "Reviewed by").expect("QA's decision");
+    let resumed = said(&batch, "batch.operator", "resume after the restart: phase keep-warm runs")
         .expect("the resume, with how");
-    assert!(resumed.body.user_id.is_some(), "who resumed it");
-    let warm: Vec<_> = batch
-        .iter()
-        .filter(|e| e.body.object == "phase.warm")
-        .map(|e| e.body.new_value.as_deref().unwrap_or_default())
-        .collect();
-    assert_eq!(warm, ["started", "started", "reached 28.0 °C"], "warm ran again, in full");
-    assert!(said(&batch, "phase.keep-warm", "held 60 s in band").is_some());
+    assert!(resumed.body.new_value.as_deref().unwrap().ends_with("after QA's review"));
+    assert!(resumed.body.user_id.is_some() && resumed.body.user_id != review.body.user_id);
+    assert!(restart.seq < review.seq && review.seq < resumed.seq);
+    let phase = |id: &str| -> Vec<&str> {
+        batch
+            .iter()
+            .filter(|e| e.body.object == format!("phase.{id}"))
+            .map(|e| e.body.new_value.as_deref().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(phase("warm"), ["started", "reached 28.0 °C"], "finished phases stay finished");
+    // The vessel cooled while the heater was off: the hold starts again, notes that it is out
+    // of its band (a deviation), warms back and holds its whole minute.
+    let hold = phase("keep-warm");
+    assert_eq!(hold[..2], ["started", "started"], "{hold:?}");
+    assert_eq!(hold.last(), Some(&"held 60 s in band"), "{hold:?}");
+    assert!(hold[2..hold.len() - 1].iter().all(|h| h.starts_with("temperature left the band")));
     assert!(said(&batch, "batch.state", "Complete").is_some());
     assert!(said(&batch, "signature.Performed by", "Performed by").is_some());
 }

@@ -224,7 +224,7 @@ pub fn test_recipe() -> (String, Vec<u8>) {
 
 /// The test recipe warmed and kept warm before the mix (`test-heated-suspension`): a heat
 /// phase `warm` to 28 °C (policy repeat) and a hold `keep-warm` at 27–29 °C for a minute
-/// (policy resume). 28 °C because the rig's heater controller is proportional only and settles
+/// (policy qa-decision). 28 °C because the rig's heater controller is proportional only and settles
 /// below its setpoint by 1/16 of the rise above the 22 °C room, which must stay within the
 /// engine's 0.5 °C "at temperature".
 pub fn heated_recipe() -> (String, Vec<u8>) {
@@ -241,7 +241,7 @@ pub fn heated_recipe() -> (String, Vec<u8>) {
             "[[unit_procedure.operation.phase]]\nid = \"warm\"\nkind = \"heat\"\ntarget_c = 28\n\
              ramp_c_per_min = 3\nresume = \"repeat\"\n\n\
              [[unit_procedure.operation.phase]]\nid = \"keep-warm\"\nkind = \"hold\"\nmin_c = 27\n\
-             max_c = 29\nduration_s = 60\nresume = \"resume\"\n\n\
+             max_c = 29\nduration_s = 60\nresume = \"qa-decision\"\n\n\
              [[unit_procedure.operation.phase]]\nid = \"mix\"",
         );
     assert!(text.contains("id = \"keep-warm\""), "the example changed shape");
