@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
 use galen_appliance::service::{Config, ExportTarget, Service};
-use galen_appliance::supervisor::live::{Feed, Live, distribute};
+use galen_appliance::engine::plan::Instruments;
+use galen_appliance::supervisor::live::{Feed, Live, LiveTx, distribute};
+use galen_appliance::supervisor::runtime::Devices;
 use galen_appliance::supervisor::runtime::SystemClock;
 use galen_appliance::supervisor::{instruments, start_devices};
 use galen_appliance::tpm::{Tpm, TpmConfig};
@@ -289,9 +291,54 @@ pub struct Appliance {
     pub repo: PathBuf,
     /// Where exports go.
     pub exports: PathBuf,
+    /// What a service needs again when it is restarted over the same records and unit.
+    again: Again,
     _rig: HilRig,
     _tpm: Rig,
     _dir: TempDir,
+}
+
+struct Again {
+    root: Vec<u8>,
+    recipes: PathBuf,
+    devices: Devices,
+    live: LiveTx,
+    feed: Feed,
+    instruments: Instruments,
+}
+
+impl Appliance {
+    /// A new service over the same records and unit, as after a restart of applianced: the
+    /// old one's sessions and memory are gone, its record is not.
+    pub fn restart_service(&mut self) {
+        let a = &self.again;
+        let intake = Intake::new(
+            a.root.clone(),
+            a.recipes.clone(),
+            "galen-cu1",
+            Version::parse("0.1.0").unwrap(),
+        )
+        .unwrap();
+        let config = Config {
+            site: DEVICE.into(),
+            instruments: a.instruments,
+            speed: 1.0,
+            export: ExportTarget::Directory(self.exports.clone()),
+        };
+        self.svc = Arc::new(
+            Service::new(
+                self.records.clone(),
+                intake,
+                config,
+                Arc::new(SystemClock),
+                a.devices.clone(),
+                a.live.clone(),
+                a.feed.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .unwrap(),
+        );
+    }
 }
 
 /// Commissions a store on a private swtpm with `people` added, starts the rig (analytical
@@ -311,7 +358,7 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
     let rig = HilRig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig"))
         .unwrap();
     let intake = Intake::new(
-        root,
+        root.clone(),
         dir.path().join("recipes"),
         "galen-cu1",
         Version::parse("0.1.0").unwrap(),
@@ -329,16 +376,26 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         speed: 1.0,
         export: ExportTarget::Directory(exports.clone()),
     };
-    let svc = Arc::new(Service::new(
-        records.clone(),
-        intake,
-        config,
-        Arc::new(SystemClock),
-        devices,
-        live,
-        feed,
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap());
-    Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
+    let again = Again {
+        root,
+        recipes: dir.path().join("recipes"),
+        devices: devices.clone(),
+        live: live.clone(),
+        feed: feed.clone(),
+        instruments: config.instruments,
+    };
+    let svc = Arc::new(
+        Service::new(
+            records.clone(),
+            intake,
+            config,
+            Arc::new(SystemClock),
+            devices,
+            live,
+            feed,
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap(),
+    );
+    Appliance { svc, records, repo, exports, again, _rig: rig, _tpm: tpm, _dir: dir }
 }
