@@ -101,9 +101,9 @@ impl Tpm {
         let connect = |source| TpmError::Connect { tcti: config.tcti.clone(), source };
         let tcti = TctiNameConf::from_str(&config.tcti).map_err(connect)?;
         let mut ctx = Context::new(tcti).map_err(connect)?;
-        let stale = flush_stale_objects(&mut ctx)?;
-        if stale > 0 {
-            tracing::warn!(stale, "flushed objects a previous run left loaded in the TPM");
+        let (objects, sessions) = flush_stale(&mut ctx)?;
+        if objects + sessions > 0 {
+            tracing::warn!(objects, sessions, "flushed what a previous run left loaded in the TPM");
         }
         // Parameter encryption, so the unsealed key does not cross the bus in clear.
         let session = hmac_session(&mut ctx)?;
@@ -329,27 +329,52 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Flushes the transient objects a previous run left loaded. Through the kernel's resource
-/// manager (`/dev/tpmrm0`) there are none: it flushes a connection's objects when it closes.
-/// Straight to a TPM (swtpm in tests, the QEMU boot test) a process killed with SIGKILL leaves
-/// its keys loaded, and after a few such deaths the TPM has no room to load ours
-/// (`TPM_RC_OBJECT_MEMORY`). Only the record store uses this TPM, so every one is stale.
-fn flush_stale_objects(ctx: &mut Context) -> Result<usize, TpmError> {
-    const TRANSIENT_FIRST: u32 = 0x8000_0000;
-    let (listed, _) = ctx
-        .execute_without_session(|ctx| {
-            ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, TRANSIENT_FIRST, 64)
-        })
-        .map_err(cmd("listing loaded objects"))?;
-    let tss_esapi::structures::CapabilityData::Handles(list) = listed else { return Ok(0) };
+/// Flushes the transient objects and the sessions a previous run left in the TPM: (objects,
+/// sessions). Through the kernel's resource manager (`/dev/tpmrm0`) there are none: it flushes
+/// a connection's objects and sessions when it closes. Straight to a TPM (swtpm in tests, the
+/// QEMU boot test) a process killed with SIGKILL leaves its keys loaded and its HMAC session
+/// open: after a few such deaths the TPM has no room to load our keys
+/// (`TPM_RC_OBJECT_MEMORY`) or to start our session (`TPM_RC_SESSION_MEMORY`: a TPM holds as
+/// few as three). Only the record store uses this TPM, so every one is stale.
+fn flush_stale(ctx: &mut Context) -> Result<(usize, usize), TpmError> {
+    /// The first handle of each kind, as `GetCapability(TPM_CAP_HANDLES)` takes them.
+    const TRANSIENT: u32 = 0x8000_0000;
+    /// Loaded sessions, HMAC and policy alike.
+    const LOADED_SESSION: u32 = 0x0200_0000;
+    /// Sessions whose context was saved: they still hold a slot until flushed.
+    const SAVED_SESSION: u32 = 0x0300_0000;
+    let objects = flush_listed(ctx, TRANSIENT)?;
+    let sessions = flush_listed(ctx, LOADED_SESSION)? + flush_listed(ctx, SAVED_SESSION)?;
+    Ok((objects, sessions))
+}
+
+/// Flushes every handle the TPM lists from `first` within its kind (the top byte).
+fn flush_listed(ctx: &mut Context, first: u32) -> Result<usize, TpmError> {
     let mut flushed = 0;
-    for handle in list.iter().filter(|h| u32::from(**h) >> 24 == TRANSIENT_FIRST >> 24) {
-        let object = ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(*handle))
-            .map_err(cmd("opening a stale object"))?;
-        ctx.execute_without_session(|ctx| ctx.flush_context(object))
-            .map_err(cmd("flushing a stale object"))?;
-        flushed += 1;
+    // A TPM lists at most as many as fit in one response: ask again until none are left, but
+    // not forever if one will not go.
+    for _ in 0..16 {
+        let (listed, _) = ctx
+            .execute_without_session(|ctx| {
+                ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, first, 64)
+            })
+            .map_err(cmd("listing what a previous run left loaded"))?;
+        let tss_esapi::structures::CapabilityData::Handles(list) = listed else {
+            return Ok(flushed);
+        };
+        let stale: Vec<_> =
+            list.iter().copied().filter(|h| u32::from(*h) >> 24 == first >> 24).collect();
+        if stale.is_empty() {
+            return Ok(flushed);
+        }
+        for handle in stale {
+            let object = ctx
+                .execute_without_session(|ctx| ctx.tr_from_tpm_public(handle))
+                .map_err(cmd("opening what a previous run left loaded"))?;
+            ctx.execute_without_session(|ctx| ctx.flush_context(object))
+                .map_err(cmd("flushing what a previous run left loaded"))?;
+            flushed += 1;
+        }
     }
     Ok(flushed)
 }

@@ -316,6 +316,34 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> St
     id
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_batch_outlives_a_restart_with_the_dose_it_was_created_with() {
+    let mut a = appliance().await;
+    let t = Transport::Peer;
+    let quinn = Client::login(&a, &t, "quinn").await;
+    let _: Vec<String> = quinn.ok("Recipes1", "Install", &(a.repo.display().to_string(),)).await;
+    let _: u32 = quinn.ok("Recipes1", "Activate", &("test-suspension", pin("quinn"))).await;
+    let ada = Client::login(&a, &t, "ada").await;
+    let empty = (String::new(), Vec::<u8>::new());
+    let (id, created): (String, String) =
+        ada.ok("Batches1", "Create", &("test-suspension", patient(), &empty.0, &empty.1)).await;
+
+    a.restart_service();
+    let (ada, vic) = (Client::login(&a, &t, "ada").await, Client::login(&a, &t, "vic").await);
+    let list: Vec<(String, String, String, String)> = ada.ok("Batches1", "List", &()).await;
+    assert_eq!(list, [(id.clone(), "test-suspension".into(), "P-0042".into(), "Created".into())]);
+    let shown: String = ada.ok("Batches1", "Get", &(&id,)).await;
+    let (shown, created): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&shown).unwrap(), serde_json::from_str(&created).unwrap());
+    assert_eq!(shown["calculation"], created, "the calculation as it was recorded");
+    // It goes on where it was: the dose is computed again, equals the record, and runs.
+    let () = vic.ok("Batches1", "Verify", &(&id, pin("vic"))).await;
+    let () = ada.ok("Batches1", "Start", &(&id,)).await;
+    wait_for(&ada, 10, "the first scan", |s, p| s == "Running" && p == "scan-api").await;
+    let () = ada.ok("Batches1", "Abort", &(&id,)).await;
+    wait_for(&ada, 10, "the abort", |s, _| s == "Aborted").await;
+}
+
 /// A client that subscribed to live changes and stopped reading them.
 type Hung = (Connection, zbus::fdo::PropertiesChangedStream);
 

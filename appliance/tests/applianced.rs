@@ -1,128 +1,62 @@
 //! The `applianced` binary as systemd runs it: commissioned once, started against the
-//! simulated unit, stopped with SIGTERM, and restarted over a record that says a batch was
-//! running.
+//! simulated unit, stopped with SIGTERM, and killed with SIGKILL at the worst moments — mid
+//! dispense, mid heat, while a signature is being recorded, and again and again — then
+//! restarted over a record that says a batch was in progress, and driven on by people through
+//! `galenctl`.
 
 mod support;
+#[path = "support/daemon.rs"]
+mod daemon;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use daemon::{galenctl, galenctl_output, galenctl_refused};
 use galen_appliance::records::{Integrity, NewEntry};
 use galen_hil::plant::PlantConfig;
 use galen_hil::plant::config::BalanceConfig;
 use galen_hil::rig::{Rig, RigConfig};
-use galen_record::EntryKind;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use galen_record::signature::{Meaning, SignatureRecord, binding};
+use galen_record::{Entry, EntryKind};
+use tempfile::TempDir;
 
-fn applianced(appliance: &support::Rig) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_applianced"));
-    cmd.arg("--db")
-        .arg(appliance.db())
-        .arg("--keys")
-        .arg(appliance.dir.path().join("keys"))
-        .arg("--tcti")
-        .arg(&appliance.tpm.as_ref().unwrap().tcti)
-        .args(["--device-id", support::DEVICE])
-        .env("RUST_LOG", "warn");
-    cmd
+/// A commissioned appliance, a simulated unit at `speed` (analytical balance) and a signed
+/// repository with `recipes`.
+struct Unit {
+    rig: Rig,
+    appliance: support::Rig,
+    root: PathBuf,
+    repo: PathBuf,
+    _dir: TempDir,
 }
 
-fn commission(appliance: &support::Rig) {
-    let mut child = applianced(appliance)
-        .args(["commission", "--admin", "admin", "--name", "Alan Admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
+async fn unit(recipes: &[(String, Vec<u8>)], speed: f64) -> Unit {
+    let appliance = support::Rig::new();
+    daemon::commission(&appliance);
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root) = support::repository_with(dir.path(), recipes).await;
+    let root_path = dir.path().join("root.json");
+    std::fs::write(&root_path, root).unwrap();
+    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
+    let rig = Rig::start(RigConfig { plant, speed, ..RigConfig::default() }, &dir.path().join("rig"))
         .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{}", support::ADMIN_PIN).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("commissioned galen-test-0001"));
+    Unit { rig, appliance, root: root_path, repo, _dir: dir }
 }
 
-/// Starts `applianced run` and returns it with the line it printed when ready.
-fn start(appliance: &support::Rig, rig: &Rig) -> (Daemon, String) {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/tests/fixtures/tuftool/root.json");
-    let (child, ready, _) = start_trusting(appliance, rig, &root, None);
-    (child, ready)
-}
-
-/// Starts `applianced run` trusting `root` for recipes, under `name` on the test bus (a fresh
-/// one if `None`); returns it, its ready line and the bus name.
-fn start_trusting(
-    appliance: &support::Rig,
-    rig: &Rig,
-    root: &Path,
-    name: Option<&str>,
-) -> (Daemon, String, String) {
-    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = name.map_or_else(
-        || format!("org.galen.Test.Applianced{n}.P{}", std::process::id()),
-        str::to_owned,
-    );
-    let mut child = applianced(appliance)
-        .args(["run", "--unit"])
-        .arg(rig.unit_path())
-        .arg("--trusted-root")
-        .arg(root)
-        .arg("--recipes")
-        .arg(appliance.dir.path().join("recipes"))
-        .arg("--export-to")
-        .arg(appliance.dir.path().join("exports"))
-        .arg("--bus")
-        .arg(std::env::var("GALEN_TEST_DBUS_ADDRESS").expect("run through `cargo xtask test`"))
-        .arg("--bus-name")
-        .arg(&name)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready = loop {
-        let line = lines.next().expect("applianced exited before it was ready").unwrap();
-        if line.starts_with("applianced ready") {
-            break line;
-        }
-        assert!(Instant::now() < deadline, "not ready in time");
-    };
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (Daemon(child), ready, name)
-}
-
-/// A running `applianced`, killed if a failing test leaves it behind.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn stop(mut daemon: Daemon) {
-    let child = &mut daemon.0;
-    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+/// The manufacturer's root of the tuftool fixture, for tests that install no recipe.
+fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/tests/fixtures/tuftool/root.json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_starts_against_the_unit_and_stops_with_a_final_checkpoint() {
     let appliance = support::Rig::new();
-    commission(&appliance);
+    daemon::commission(&appliance);
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
-    let (child, ready) = start(&appliance, &rig);
+    let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), None);
     assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
-    stop(child);
+    child.stop();
     let store = appliance.open();
     assert_eq!(store.integrity(), &Integrity::Sound);
     let all = store
@@ -134,7 +68,7 @@ async fn it_starts_against_the_unit_and_stops_with_a_final_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_record_says_was_running_is_held_at_start() {
     let appliance = support::Rig::new();
-    commission(&appliance);
+    daemon::commission(&appliance);
     {
         // As the runtime writes it just before a power cut mid-dispense.
         let mut store = appliance.open();
@@ -152,9 +86,9 @@ async fn a_batch_the_record_says_was_running_is_held_at_start() {
     }
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
-    let (child, ready) = start(&appliance, &rig);
+    let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), None);
     assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
-    stop(child);
+    child.stop();
     let store = appliance.open();
     let batch = store.batch_entries("B-CUT").unwrap();
     let last = batch.last().unwrap();
@@ -167,43 +101,6 @@ async fn a_batch_the_record_says_was_running_is_held_at_start() {
     assert!(deviation.body.new_value.as_deref().unwrap().contains("in phase dispense-water"));
 }
 
-/// `galenctl` as `user` against the applianced serving `name`; fails the test unless it exits 0.
-fn galenctl(name: &str, user: &str, args: &[&str]) -> String {
-    let pin = match user {
-        "admin" => support::ADMIN_PIN,
-        "ada" => "111111",
-        "vic" => "222222",
-        _ => "333333",
-    };
-    let out = Command::new(env!("CARGO_BIN_EXE_galenctl"))
-        .args(args)
-        .env("GALEN_BUS", std::env::var("GALEN_TEST_DBUS_ADDRESS").unwrap())
-        .env("GALEN_BUS_NAME", name)
-        .env("GALEN_USER", user)
-        .env("GALEN_PIN", pin)
-        .env("GALEN_NEW_PIN", pin_of(args))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "galenctl {args:?} ({}): {text}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-/// The PIN a `users add <name>` gives the new user.
-fn pin_of(args: &[&str]) -> &'static str {
-    match args {
-        ["users", "add", "ada", ..] => "111111",
-        ["users", "add", "vic", ..] => "222222",
-        _ => "333333",
-    }
-}
-
 /// Whether liquid is leaving the bottle at more than 3 mL/min: the peristaltic pump turns (a
 /// stopped rotor's flow decays exponentially, so "any change" would never read as stopped).
 fn peristaltic_turning(rig: &Rig) -> bool {
@@ -212,78 +109,68 @@ fn peristaltic_turning(rig: &Rig) -> bool {
     rig.plant().snapshot().bottle_ml < before - 0.02
 }
 
+/// `galenctl status`, as JSON.
+fn status(name: &str) -> serde_json::Value {
+    serde_json::from_str(&galenctl(name, "ada", &["--json", "status"])).unwrap()
+}
+
+/// Whether any of the batch's entries says `what`, with its object and who recorded it.
+fn said<'a>(batch: &'a [Entry], object: &str, what: &str) -> Option<&'a Entry> {
+    batch.iter().find(|e| {
+        e.body.object == object && e.body.new_value.as_deref().is_some_and(|v| v.contains(what))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowledged_is_lost() {
-    let appliance = support::Rig::new();
-    commission(&appliance);
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, root) = support::repository(dir.path()).await;
-    let root_path = dir.path().join("root.json");
-    std::fs::write(&root_path, root).unwrap();
-    let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
-    let rig =
-        Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig")).unwrap();
-    let (child, _, name) = start_trusting(&appliance, &rig, &root_path, None);
-    let ctl = |user: &str, args: &[&str]| galenctl(&name, user, args);
-
-    for (user, full, role) in [
-        ("ada", "Ada Lovelace", "pharmacist"),
-        ("vic", "Victor Second", "verifier"),
-        ("quinn", "Quinn Release", "qa"),
-    ] {
-        ctl("admin", &["users", "add", user, "--name", full, "--role", role, "--reason", "staff"]);
-    }
-    ctl("quinn", &["recipes", "install", &repo.display().to_string()]);
-    ctl("quinn", &["recipes", "activate", "test-suspension"]);
-    let created = ctl(
-        "ada",
-        &[
-            "--json",
-            "batch",
-            "create",
-            "--recipe",
-            "test-suspension",
-            "--patient-id",
-            "P-0042",
-            "--weight-kg",
-            "7",
-            "--age-years",
-            "2",
-            "--phenotype",
-            "TPMT=Intermediate Metabolizer",
-            "--phenotype",
-            "NUDT15=Normal Metabolizer",
-        ],
-    );
-    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
-    let id = created["batch"].as_str().unwrap().to_owned();
-    ctl("vic", &["batch", "verify", &id]);
-    ctl("ada", &["batch", "start", &id]);
-    ctl("ada", &["batch", "watch", &id, "--until-phase", "scan-api"]);
-    ctl("ada", &["batch", "scan", &id, "azathioprine", "AZA-2291", "2030-01-31"]);
-    ctl("ada", &["batch", "watch", &id, "--until-phase", "scan-vehicle"]);
-    ctl("ada", &["batch", "scan", &id, "vehicle", "ORA-77", "2030-06-30"]);
-    ctl("ada", &["batch", "watch", &id, "--until-phase", "dispense-vehicle"]);
-    assert!(peristaltic_turning(&rig), "the vehicle is being pumped");
+    let u = unit(&[support::test_recipe()], 1.0).await;
+    let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
+    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    let id = daemon::start_batch(&name, "test-suspension");
+    daemon::scan_materials(&name, &id);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "dispense-vehicle"]);
+    assert!(peristaltic_turning(&u.rig), "the vehicle is being pumped");
 
     // Power cut, or the OOM killer: no handler runs.
-    let mut child = child;
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    assert!(peristaltic_turning(&rig), "nobody stopped the pump: the hazard a restart must end");
+    child.kill();
+    assert!(peristaltic_turning(&u.rig), "nobody stopped the pump: the hazard a restart must end");
 
-    let (child, ready, _) = start_trusting(&appliance, &rig, &root_path, Some(&name));
+    let (child, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
     assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
     // The stop went out before READY; a rotor runs down over its ramp (τ 0.3 s).
     std::thread::sleep(Duration::from_millis(1500));
-    let turning = peristaltic_turning(&rig);
-    stop(child);
+    let turning = peristaltic_turning(&u.rig);
 
-    let store = appliance.open();
-    let said = store.batch_entries(&id).unwrap().iter().rev().find_map(|e| {
+    // The batch is known again, on the unit's display, held with the restart's alarm.
+    let shown = status(&name);
+    assert_eq!(
+        (shown["batch"].as_str(), shown["state"].as_str(), shown["phase"].as_str()),
+        (Some(id.as_str()), Some("Held"), Some("dispense-vehicle")),
+        "{shown}"
+    );
+    assert!(shown["alarms"][0].as_str().unwrap().contains("in phase dispense-vehicle"), "{shown}");
+    assert!(shown["instruction"].as_str().unwrap().contains("abort the batch"), "{shown}");
+    // Resuming would pump the whole vehicle target again on top of what went in: refused,
+    // whatever the pharmacist acknowledges.
+    galenctl(&name, "ada", &["ack", "--reason", "restart after a kill; line and vessel checked"]);
+    let refused = galenctl_refused(&name, "ada", &["batch", "resume", &id]);
+    assert!(
+        refused.contains("phase dispense-vehicle was weighing when the supervisor stopped")
+            && refused.contains("(WrongState)"),
+        "{refused}"
+    );
+    galenctl(&name, "ada", &["batch", "abort", &id]);
+    let watched = galenctl_output(&name, "ada", &["batch", "watch", &id]);
+    assert_eq!(watched.status.code(), Some(5), "watch ends other than Complete");
+    assert!(String::from_utf8_lossy(&watched.stdout).contains("Aborted"));
+    daemon::assert_chain_verifies(&name);
+    child.stop();
+
+    let store = u.appliance.open();
+    let deviation = store.batch_entries(&id).unwrap().iter().rev().find_map(|e| {
         (e.body.kind == EntryKind::Deviation).then(|| e.body.new_value.clone().unwrap_or_default())
     });
-    assert!(!turning, "the restart stopped the pump before anything else; it said {said:?}");
+    assert!(!turning, "the restart stopped the pump before anything else; it said {deviation:?}");
     assert_eq!(store.integrity(), &Integrity::Sound);
     let batch = store.batch_entries(&id).unwrap();
     let has = |what: &str| {
@@ -293,16 +180,251 @@ async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowle
     assert!(has("Verified by"), "the second person's signature");
     assert!(has("scanned azathioprine lot AZA-2291"), "the first scan");
     assert!(has("scanned vehicle lot ORA-77"), "the second scan");
+    let restart = said(&batch, "batch.restart", "in phase dispense-vehicle").expect("a deviation");
+    assert_eq!(restart.body.kind, EntryKind::Deviation);
+    // Who decided what after the restart, and why.
+    let ada = said(&batch, "batch.operator", "abort after the restart").expect("the abort");
+    let ack = said(&batch, "alarm.acknowledged", "in phase dispense-vehicle").expect("the ack");
+    assert_eq!(ack.body.reason.as_deref(), Some("restart after a kill; line and vessel checked"));
+    assert_eq!(ada.body.user_id, ack.body.user_id);
+    assert!(ack.seq > restart.seq && ada.seq > ack.seq);
     let last = batch.last().unwrap();
     assert_eq!(
         (last.body.object.as_str(), last.body.new_value.as_deref()),
-        ("batch.state", Some("Held"))
+        ("batch.state", Some("Aborted"))
     );
-    let deviation = &batch[batch.len() - 2];
-    assert_eq!(deviation.body.kind, EntryKind::Deviation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_after_qa_review() {
+    // Heating takes plant minutes: the rig runs ten times faster than the wall clock.
+    let u = unit(&[support::heated_recipe()], 10.0).await;
+    let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
+    daemon::staff(&name, &u.repo, &["test-heated-suspension"]);
+    let id = daemon::start_batch(&name, "test-heated-suspension");
+    daemon::scan_materials(&name, &id);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "keep-warm"]);
+    let heating = |rig: &Rig| rig.plant().snapshot().heater_w > 0.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !heating(&u.rig) {
+        assert!(Instant::now() < deadline, "the heater never came on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    child.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(heating(&u.rig), "nobody switched the heater off: the hazard a restart must end");
+
+    let (child, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
+    // Off and acknowledged by the controller before READY: no waiting for a ramp.
+    let heater_w = u.rig.plant().snapshot().heater_w;
+    assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
+    assert!(heater_w.abs() < f64::EPSILON, "the heater still gave {heater_w} W at READY");
+    let shown = status(&name);
+    assert_eq!(
+        (shown["state"].as_str(), shown["phase"].as_str()),
+        (Some("Held"), Some("keep-warm"))
+    );
+    assert!(shown["instruction"].as_str().unwrap().contains("QA must review"), "{shown}");
+
+    // The recipe leaves an interrupted hold to QA; then the pharmacist must say who checked
+    // what before it goes on.
+    let refused = galenctl_refused(&name, "ada", &["batch", "resume", &id]);
+    assert!(refused.contains("QA must review") && refused.contains("(NotReady)"), "{refused}");
+    galenctl(&name, "quinn", &["batch", "review", &id]);
+    let refused = galenctl_refused(&name, "ada", &["batch", "resume", &id]);
+    assert!(refused.contains("acknowledge the restart alarm"), "{refused}");
+    galenctl(&name, "ada", &["ack", "--reason", "power back; vessel covered, temperature checked"]);
+    assert!(status(&name)["instruction"].as_str().unwrap().ends_with("resume or abort"));
+    galenctl(&name, "ada", &["batch", "resume", &id]);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);
+    galenctl(&name, "ada", &["batch", "confirm", &id]);
+    let watched = galenctl(&name, "ada", &["batch", "watch", &id]);
+    assert!(watched.contains("Complete"), "{watched}");
+    galenctl(&name, "ada", &["batch", "sign", &id]);
+    daemon::assert_chain_verifies(&name);
+    child.stop();
+
+    let store = u.appliance.open();
+    assert_eq!(store.integrity(), &Integrity::Sound);
+    let batch = store.batch_entries(&id).unwrap();
+    let restart = said(&batch, "batch.restart", "in phase keep-warm").expect("a deviation");
     assert!(
-        deviation.body.new_value.as_deref().unwrap().contains("in phase dispense-vehicle"),
-        "{:?}",
-        deviation.body.new_value
+        restart.body.new_value.as_deref().unwrap().contains("policy for the phase is qa-decision")
     );
+    let review = said(&batch, "signature.Reviewed by", "Reviewed by").expect("QA's decision");
+    let resumed = said(&batch, "batch.operator", "resume after the restart: phase keep-warm runs")
+        .expect("the resume, with how");
+    assert!(resumed.body.new_value.as_deref().unwrap().ends_with("after QA's review"));
+    assert!(resumed.body.user_id.is_some() && resumed.body.user_id != review.body.user_id);
+    assert!(restart.seq < review.seq && review.seq < resumed.seq);
+    let phase = |id: &str| -> Vec<&str> {
+        batch
+            .iter()
+            .filter(|e| e.body.object == format!("phase.{id}"))
+            .map(|e| e.body.new_value.as_deref().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(phase("warm"), ["started", "reached 28.0 °C"], "finished phases stay finished");
+    // The vessel cooled while the heater was off: the hold starts again, notes that it is out
+    // of its band (a deviation), warms back and holds its whole minute.
+    let hold = phase("keep-warm");
+    assert_eq!(hold[..2], ["started", "started"], "{hold:?}");
+    assert_eq!(hold.last(), Some(&"held 60 s in band"), "{hold:?}");
+    assert!(hold[2..hold.len() - 1].iter().all(|h| h.starts_with("temperature left the band")));
+    assert!(said(&batch, "batch.state", "Complete").is_some());
+    assert!(said(&batch, "signature.Performed by", "Performed by").is_some());
+}
+
+/// Ada's session on the applianced serving `name`, logged in.
+async fn session(name: &str, user: &str) -> zbus::Connection {
+    let conn = galen_appliance::dbus::connect(&daemon::bus()).await.unwrap();
+    let _: (String, String) = conn
+        .call_method(Some(name), galen_appliance::dbus::PATH, Some("org.galen.Session1"), "Login", &(
+            user,
+            daemon::pin(user),
+        ))
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    conn
+}
+
+/// Every signature of the batch with `meaning`, each checked whole: its binding recomputes,
+/// and the entry it signs is in the batch with the hash it names.
+fn signatures(batch: &[Entry], meaning: Meaning) -> Vec<(u64, SignatureRecord)> {
+    batch
+        .iter()
+        .filter(|e| e.body.kind == EntryKind::Signature)
+        .map(|e| (e, serde_json::from_str::<SignatureRecord>(&e.body.payload).unwrap()))
+        .filter(|(_, s)| s.meaning == meaning)
+        .map(|(e, s)| {
+            assert_eq!(binding(&s), s.binding, "signature {} binds what it says", e.seq);
+            let signed = batch.iter().find(|x| x.seq == s.signed_seq).expect("the signed entry");
+            assert_eq!(signed.entry_hash, s.signed_entry_hash);
+            (e.seq, s)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_signing_the_signature_is_whole_or_absent_and_never_lost_once_answered() {
+    let u = unit(&[support::test_recipe()], 10.0).await;
+    let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
+    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    let id = daemon::start_batch(&name, "test-suspension");
+    daemon::scan_materials(&name, &id);
+    galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);
+    galenctl(&name, "ada", &["batch", "confirm", &id]);
+    galenctl(&name, "ada", &["batch", "watch", &id]);
+
+    // The Sign call is sent on a logged-in session, then the daemon is killed after a delay:
+    // before it reads the call, during the PIN check, around the entry's commit, around the
+    // checkpoint. Each restart must find the chain whole and the signature all there or not
+    // at all; an answered call must have its signature.
+    let mut child = Some(child);
+    let mut seen = Vec::new();
+    for delay_ms in [0, 10, 25, 40, 55, 70, 90, 120, 200] {
+        let conn = session(&name, "ada").await;
+        let (dest, id2) = (name.clone(), id.clone());
+        let sign = tokio::spawn(async move {
+            conn.call_method(
+                Some(dest.as_str()),
+                galen_appliance::dbus::PATH,
+                Some("org.galen.Batches1"),
+                "Sign",
+                &(id2.as_str(), daemon::pin("ada")),
+            )
+            .await
+            .is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.take().unwrap().kill();
+        let answered = sign.await.unwrap();
+        let (restarted, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
+        child = Some(restarted);
+        assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+        daemon::assert_chain_verifies(&name);
+        let batch: Vec<Entry> = daemon::entries(&name, &id)
+            .into_iter()
+            .map(|e| serde_json::from_value(e).unwrap())
+            .collect();
+        let present = signatures(&batch, Meaning::Authored).len();
+        assert!(present <= 1, "one call, at most one signature");
+        assert!(!answered || present == 1, "answered at {delay_ms} ms but not recorded");
+        seen.push(format!("{delay_ms} ms: answered {answered}, recorded {}", present == 1));
+        if present == 1 {
+            break;
+        }
+    }
+    println!("kills while signing: {}", seen.join("; "));
+    let batch: Vec<Entry> = daemon::entries(&name, &id)
+        .into_iter()
+        .map(|e| serde_json::from_value(e).unwrap())
+        .collect();
+    if signatures(&batch, Meaning::Authored).is_empty() {
+        galenctl(&name, "ada", &["batch", "sign", &id]);
+    }
+    // The batch is released by QA after all those restarts.
+    let labels = tempfile::tempdir().unwrap();
+    let dir = labels.path().display().to_string();
+    galenctl(&name, "quinn", &["batch", "release", &id, "--label-dir", &dir]);
+    child.take().unwrap().stop();
+
+    // Whole: every signature is sealed by a signature checkpoint taken after it, even when the
+    // kill came between the entry's commit and its checkpoint.
+    let store = u.appliance.open();
+    assert_eq!(store.integrity(), &Integrity::Sound);
+    let batch = store.batch_entries(&id).unwrap();
+    let db = support::raw(&u.appliance.db());
+    for meaning in [Meaning::Verified, Meaning::Authored, Meaning::Released] {
+        assert_eq!(signatures(&batch, meaning).len(), 1, "one {meaning:?} signature");
+    }
+    for (seq, s) in [Meaning::Verified, Meaning::Authored, Meaning::Released]
+        .into_iter()
+        .flat_map(|m| signatures(&batch, m))
+    {
+        let sealed: i64 = db
+            .query_row(
+                "SELECT count(*) FROM checkpoints WHERE reason = 'signature' AND entries >= ?1",
+                [seq],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sealed > 0, "the {:?} signature at {seq} was never sealed", s.meaning);
+    }
+    let completed: Vec<String> = db
+        .prepare(
+            "SELECT object FROM entries WHERE object IN \
+             ('records.signature.sealed', 'records.checkpoint.completed')",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    println!("completed at a restart: {completed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_again_and_again_it_still_starts() {
+    // Straight to a TPM with no resource manager, every killed run leaves its session loaded;
+    // a TPM has room for three.
+    let appliance = support::Rig::new();
+    daemon::commission(&appliance);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
+    let mut name = None;
+    for _ in 0..5 {
+        let (child, ready, n) = daemon::start(&appliance, &rig, &fixture_root(), name.as_deref());
+        assert!(ready.starts_with("applianced ready"), "{ready}");
+        name = Some(n);
+        child.kill();
+    }
+    let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), name.as_deref());
+    assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+    child.stop();
+    assert_eq!(appliance.open().integrity(), &Integrity::Sound);
 }

@@ -259,6 +259,48 @@ fn power_lost_between_checkpoint_commit_and_counter_increment_is_completed_not_a
 }
 
 #[test]
+fn power_lost_between_a_signature_and_its_checkpoint_the_signature_is_sealed_at_start() {
+    let rig = Rig::new();
+    populated(&rig);
+    let mut store = rig.open();
+    // What `sign` commits before its checkpoint; the power fails right after.
+    let signature = store
+        .append(
+            at(4_000_000),
+            NewEntry {
+                batch_id: Some("B-2".into()),
+                new_value: Some("Performed by Ada Pharmacist".into()),
+                ..NewEntry::new(EntryKind::Signature, "signature.Performed by")
+            },
+        )
+        .unwrap();
+    drop(store);
+    let sealed_after = |seq: u64| -> i64 {
+        raw(&rig.db())
+            .query_row(
+                "SELECT count(*) FROM checkpoints WHERE reason = 'signature' AND entries >= ?1",
+                [seq],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(sealed_after(signature.seq), 0);
+    let store = rig.open();
+    assert_eq!(store.integrity(), &Integrity::Sound);
+    let all = store
+        .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
+        .unwrap();
+    let last = all.last().unwrap();
+    assert_eq!(last.body.object, "records.signature.sealed");
+    assert_eq!(last.body.new_value, Some(signature.seq.to_string()));
+    assert_eq!(sealed_after(signature.seq), 1);
+    drop(store);
+    // Sealed once: opening again adds nothing.
+    let store = rig.open();
+    assert_eq!(store.len(), last.seq);
+}
+
+#[test]
 fn a_compromised_store_refuses_new_batches_but_keeps_recording() {
     let rig = Rig::new();
     populated(&rig);

@@ -7,13 +7,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pgx::{Gene, Phenotype};
 use crate::quantity::{BodyWeight, Fixed};
 
 /// Everything the rule may read about one patient.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It deserializes from the JSON it serializes to (as recorded with a batch), every value
+/// checked again on the way in, so a batch can be rebuilt from its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Patient {
     /// Hospital patient identifier (as on the prescription and the label).
     pub id: PatientId,
@@ -48,6 +52,12 @@ impl PatientId {
     }
 }
 
+impl<'de> Deserialize<'de> for PatientId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PatientId::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for PatientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -55,7 +65,8 @@ impl fmt::Display for PatientId {
 }
 
 /// A lab's result for one gene. Either part may be absent, as in PharmCAT outside calls.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GeneResult {
     /// Diplotype or single allele call, as reported.
     pub diplotype: Option<String>,
@@ -66,7 +77,8 @@ pub struct GeneResult {
 }
 
 /// A value and its provenance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sourced<T> {
     /// The value.
     pub value: T,
@@ -75,7 +87,7 @@ pub struct Sourced<T> {
 }
 
 /// Where an input came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Source {
     /// Typed in on the touchscreen.
@@ -117,5 +129,80 @@ impl fmt::Display for Source {
                 verified(verified_by)
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgx::{Category, Certainty};
+
+    fn patient() -> Patient {
+        let entered = Source::Entered { by: "ada".into(), verified_by: None };
+        let result = |category, certainty| GeneResult {
+            diplotype: Some("*1/*3A".into()),
+            phenotype: Some(Phenotype { category, certainty }),
+            activity_score: Some(Fixed::parse("1.5").unwrap()),
+        };
+        Patient {
+            id: PatientId::new("P-0042").unwrap(),
+            weight: Some(Sourced {
+                value: BodyWeight::new(Fixed::parse("7.25").unwrap()).unwrap(),
+                source: entered.clone(),
+            }),
+            age_years: Some(Sourced { value: 2, source: entered.clone() }),
+            genes: BTreeMap::from([
+                (
+                    Gene::new("TPMT").unwrap(),
+                    Sourced {
+                        value: result(Category::IntermediateMetabolizer, Certainty::Likely),
+                        source: Source::LabFile {
+                            file_name: "lab.tsv".into(),
+                            sha256: "ab".repeat(32),
+                            line: 3,
+                            imported_by: "ada".into(),
+                            verified_by: Some("vic".into()),
+                        },
+                    },
+                ),
+                (
+                    Gene::new("NUDT15").unwrap(),
+                    Sourced { value: result(Category::NoCall, Certainty::Definite), source: entered },
+                ),
+            ]),
+        }
+    }
+
+    #[test]
+    fn a_patient_reads_back_from_its_record() {
+        let recorded = serde_json::to_value(patient()).unwrap();
+        let read: Patient = serde_json::from_value(recorded).unwrap();
+        assert_eq!(read, patient());
+    }
+
+    #[track_caller]
+    fn check_refused(pointer: &str, value: serde_json::Value, why: &str) {
+        let mut recorded = serde_json::to_value(patient()).unwrap();
+        *recorded.pointer_mut(pointer).unwrap() = value;
+        let err = serde_json::from_value::<Patient>(recorded).unwrap_err().to_string();
+        assert!(err.contains(why), "{pointer}: {err}");
+    }
+
+    #[test]
+    fn a_record_that_does_not_check_out_is_refused_not_repaired() {
+        check_refused("/weight/value", "900".into(), "outside 0–500 kg");
+        check_refused("/weight/value", "7.1234567".into(), "more than 6 decimal places");
+        check_refused("/weight/value", serde_json::json!(7.25), "invalid type");
+        check_refused("/id", "P 42".into(), "a patient ID is");
+        check_refused(
+            "/genes/NUDT15/value/phenotype/certainty",
+            "Possible".into(),
+            "not a CPIC phenotype term",
+        );
+        check_refused("/genes/TPMT/source/kind", "typed".into(), "unknown variant");
+        let mut recorded = serde_json::to_value(patient()).unwrap();
+        recorded["genes"]["tpmt lower"] = recorded["genes"]["TPMT"].clone();
+        let err = serde_json::from_value::<Patient>(recorded).unwrap_err().to_string();
+        assert!(err.contains("HGNC gene symbol"), "{err}");
     }
 }

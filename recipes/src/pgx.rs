@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// An HGNC gene symbol such as `TPMT` or `CYP2C19`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -36,6 +36,13 @@ impl Gene {
     }
 }
 
+impl<'de> Deserialize<'de> for Gene {
+    /// Read back from a record: the shape is checked again.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Gene::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Gene {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -43,7 +50,7 @@ impl fmt::Display for Gene {
 }
 
 /// A CPIC phenotype category, without certainty modifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Category {
     /// Ultrarapid Metabolizer.
     UltrarapidMetabolizer,
@@ -125,7 +132,7 @@ impl Category {
 }
 
 /// How sure the lab is of the phenotype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Certainty {
     /// No modifier.
     Definite,
@@ -166,6 +173,27 @@ impl Phenotype {
         let category = Category::parse(rest).ok_or_else(|| BadPhenotype(text.to_owned()))?;
         if certainty != Certainty::Definite && !category.is_determinate() {
             return Err(BadPhenotype(text.to_owned()));
+        }
+        Ok(Phenotype { category, certainty })
+    }
+}
+
+impl<'de> Deserialize<'de> for Phenotype {
+    /// Read back from a record; a modifier on an indeterminate result is refused as in
+    /// [`Phenotype::parse`].
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            category: Category,
+            certainty: Certainty,
+        }
+        let Raw { category, certainty } = Raw::deserialize(d)?;
+        if certainty != Certainty::Definite && !category.is_determinate() {
+            return Err(serde::de::Error::custom(BadPhenotype(format!(
+                "{certainty:?} {}",
+                category.term()
+            ))));
         }
         Ok(Phenotype { category, certainty })
     }

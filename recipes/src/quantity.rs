@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Micro-units per unit.
 const SCALE: i64 = 1_000_000;
@@ -180,6 +180,13 @@ impl Serialize for Fixed {
     }
 }
 
+impl<'de> Deserialize<'de> for Fixed {
+    /// From the decimal string it is recorded as, through the parser authors' text goes through.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Fixed::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A value outside what the unit can physically mean on this appliance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value} {unit} is outside {min}–{max} {unit}")]
@@ -226,6 +233,13 @@ macro_rules! unit {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{} {}", self.0, $unit)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            /// Read back from a record: checked like any new value, never clamped.
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::new(Fixed::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
     };

@@ -207,7 +207,7 @@ async fn run(cli: &Cli) -> Result<()> {
         live,
         feed,
         tokio::runtime::Handle::current(),
-    ));
+    )?);
     let conn = galen_appliance::dbus::serve_bus(bus, service.clone(), bus_name)
         .await
         .with_context(|| format!("serving {bus_name} on the {bus} bus"))?;

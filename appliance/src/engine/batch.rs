@@ -207,6 +207,23 @@ impl Batch {
         }
     }
 
+    /// A batch rebuilt after a supervisor restart: Held, with the phases before `next` done,
+    /// as the record says. A restart runs phase `next` from its beginning. Nothing else of the
+    /// interrupted run survives (a dispense's zero, a hold's time in band), which is why
+    /// [`super::restart::may_resume`] decides whether that phase may run again at all.
+    pub fn held_at(plan: Vec<Planned>, monitor: Monitor, next: usize) -> Self {
+        let next = next.min(plan.len());
+        let mut batch = Self::new(plan, monitor);
+        batch.state = State::Held;
+        batch.index = next;
+        batch.done = next;
+        if batch.plan[..next].iter().any(|p| matches!(p, Planned::Tare { .. })) {
+            // The vessel was tared before the restart: the ceiling holds as it did.
+            batch.monitor.set_mass_limit(Some(batch.mass_ceiling()));
+        }
+        batch
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -878,6 +895,42 @@ mod tests {
         );
         run(&mut batch, &mut unit, &mut t, 3_000);
         assert_eq!(batch.state(), State::Complete);
+    }
+
+    #[test]
+    fn a_batch_rebuilt_after_a_restart_is_held_and_resumes_at_the_interrupted_phase() {
+        let mut batch = Batch::held_at(plan(), Monitor::new(Limits::default()), 3);
+        assert_eq!(batch.state(), State::Held);
+        assert_eq!(batch.current_phase().map(Planned::id), Some("heat"));
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            batch.handle(Event::Operator(Command::Restart), t),
+            vec![Output::State { from: State::Held, to: State::Restarting }]
+        );
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert_eq!(
+            &out[..2],
+            &[
+                Output::State { from: State::Restarting, to: State::Running },
+                Output::PhaseStarted { index: 3, id: "heat".into() }
+            ]
+        );
+        // The tare before the restart still bounds the vessel: (40 + 0.2) × 1.05 + 1 g.
+        let over = batch.handle(Event::Balance { grams: Some(43.3), stable: true }, t);
+        assert!(
+            matches!(&over[2], Output::Alarm { fault: Fault::OverVolume { .. }, .. }),
+            "{over:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_rebuilt_after_a_restart_aborts_without_running_anything() {
+        let mut batch = Batch::held_at(plan(), Monitor::new(Limits::default()), 2);
+        let t = Duration::ZERO;
+        let out = batch.handle(Event::Operator(Command::Abort), t);
+        assert_eq!(out, vec![Output::State { from: State::Held, to: State::Aborting }]);
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert_eq!(out, vec![Output::State { from: State::Aborting, to: State::Aborted }]);
     }
 
     #[test]

@@ -5,5 +5,6 @@
 pub mod batch;
 pub mod dispense;
 pub mod plan;
+pub mod restart;
 pub mod safety;
 pub mod state;

@@ -105,6 +105,10 @@ pub struct Interrupted {
     pub phase: Option<String>,
 }
 
+/// The reason recovery gives when it holds a batch at start; a batch whose last state entry
+/// carries it has been recovered from that restart already.
+pub const RESTART_REASON: &str = "supervisor restart";
+
 /// The state of the records after the start-up check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integrity {
@@ -243,6 +247,9 @@ impl RecordStore {
             Some(p) => Some(p),
             None => store.reconcile_counter(at)?,
         };
+        if problem.is_none() {
+            store.seal_signature(at)?;
+        }
         if let Some(why) = problem {
             store.integrity = Integrity::Compromised(why.clone());
             // Appending after damage is still safe: the chain continues from the stored head,
@@ -517,6 +524,39 @@ impl RecordStore {
             ))),
             None => Ok(Some("the record database has no checkpoint at all".into())),
         }
+    }
+
+    /// Seals the last signature if the supervisor stopped between its entry and its
+    /// checkpoint: a signature in the record is always a sealed one, as if the power had not
+    /// failed. A system entry says why the checkpoint came late.
+    fn seal_signature(&mut self, at: At) -> Result<(), RecordError> {
+        let last: Option<u64> = self.conn.query_row(
+            "SELECT max(seq) FROM entries WHERE kind = 'signature'",
+            [],
+            |r| r.get(0),
+        )?;
+        let Some(seq) = last else { return Ok(()) };
+        let sealed: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE reason = 'signature' AND entries >= ?1)",
+            [seq],
+            |r| r.get(0),
+        )?;
+        if !sealed {
+            self.append(
+                at,
+                NewEntry {
+                    new_value: Some(seq.to_string()),
+                    reason: Some(
+                        "the supervisor stopped after the signature was recorded and before it \
+                         was sealed"
+                            .into(),
+                    ),
+                    ..NewEntry::new(EntryKind::System, "records.signature.sealed")
+                },
+            )?;
+            self.checkpoint("signature", at)?;
+        }
+        Ok(())
     }
 
     fn mac(&self, entry_hash: &Hash) -> Hash {
@@ -855,25 +895,31 @@ impl RecordStore {
         self.query_entries("WHERE batch_id = ?1 ORDER BY seq", [batch_id])
     }
 
-    /// Batches the record says were doing something when the supervisor last stopped: their
-    /// last `batch.state` is Running or a transient state (not Idle, Held or an end state).
-    /// With each, the phase that had started and not finished, if any.
+    /// Batches the record says were in progress when the supervisor last stopped: their last
+    /// `batch.state` is Running or a transient state, or Held by anything but a restart (a
+    /// batch held by an operator or a fault loses the engine's memory of its phase at a restart
+    /// too). With each, the phase that had started and not finished, if any. A batch already
+    /// held by a restart is not listed again, so recovery records each restart once.
     pub fn interrupted_batches(&self) -> Result<Vec<Interrupted>, RecordError> {
         let mut stmt = self.conn.prepare(
-            "SELECT e.batch_id, e.new_value FROM entries e \
+            "SELECT e.batch_id, e.new_value, e.reason FROM entries e \
              WHERE e.kind = 'batch_state' AND e.object = 'batch.state' AND e.seq = ( \
                SELECT max(seq) FROM entries WHERE batch_id = e.batch_id \
                AND kind = 'batch_state' AND object = 'batch.state') ORDER BY e.seq",
         )?;
-        let last: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?
+        let last: Vec<(String, String, Option<String>)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default(), r.get(2)?))
+            })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (batch_id, state) in last {
-            if !matches!(
-                state.as_str(),
-                "Running" | "Holding" | "Restarting" | "Stopping" | "Aborting"
-            ) {
+        for (batch_id, state, reason) in last {
+            let in_progress = match state.as_str() {
+                "Running" | "Holding" | "Restarting" | "Stopping" | "Aborting" => true,
+                "Held" => reason.as_deref() != Some(RESTART_REASON),
+                _ => false,
+            };
+            if !in_progress {
                 continue;
             }
             // The last phase entry says "started" if the phase never finished.
@@ -892,6 +938,16 @@ impl RecordStore {
             out.push(Interrupted { batch_id, state, phase });
         }
         Ok(out)
+    }
+
+    /// Every batch ever created, oldest first.
+    pub fn batch_ids(&self) -> Result<Vec<String>, RecordError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT batch_id FROM entries WHERE kind = 'batch_created' AND batch_id IS NOT NULL \
+             ORDER BY seq",
+        )?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(ids)
     }
 
     /// Every entry with `from <= utc < to`, in order.

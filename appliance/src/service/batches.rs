@@ -3,13 +3,15 @@
 //! runs, the performer's signature, and QA release.
 //!
 //! The engine runs the batch (`crate::supervisor::runtime::Run`); this module only checks who
-//! may do what and when, records who did it, and passes the event on.
+//! may do what and when, records who did it, and passes the event on. A batch held across a
+//! restart has no engine until someone resumes, stops or aborts it; then one is rebuilt Held at
+//! the phase the record names (see `super::restore`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use galen_recipes::model::Recipe;
 use galen_recipes::patient::{GeneResult, Patient, PatientId, Source, Sourced};
-use galen_recipes::personalise::{self, Evaluation, Parameters};
+use galen_recipes::personalise::{self, Evaluation};
 use galen_recipes::pgx::{Gene, Phenotype};
 use galen_recipes::pharmcat;
 use galen_recipes::quantity::{BodyWeight, Fixed};
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use super::{Caller, Needs, Service, ServiceError};
 use crate::engine::batch::{Batch, Date, Event};
 use crate::engine::plan::plan;
+use crate::engine::restart::Refusal;
 use crate::engine::safety::{Limits, Monitor};
 use crate::engine::state::{Command, State};
 use crate::label::{Label, LabelError, Release};
@@ -28,20 +31,40 @@ use crate::records::NewEntry;
 use crate::records::users::{Action, Session};
 use crate::supervisor::runtime::Run;
 
-/// A batch this appliance knows since it started.
+/// A batch this appliance knows: created since it started, or rebuilt from the record at start.
 pub(super) struct Slot {
-    recipe: Recipe,
-    patient: Patient,
-    evaluation: Evaluation,
-    created_by: u64,
-    stage: Stage,
+    pub(super) recipe_id: String,
+    pub(super) revision: u32,
+    pub(super) patient_id: String,
+    /// As recorded at creation.
+    pub(super) calculation: Calculation,
+    /// What the batch is made from. A batch rebuilt from the record has it only if its recipe
+    /// revision still loads and the dose computed again equals the recorded one; without it
+    /// (the reason says why) the batch can be listed, signed, stopped and aborted, but not run
+    /// or labelled.
+    pub(super) made: Result<Made, String>,
+    pub(super) created_by: u64,
+    pub(super) stage: Stage,
 }
 
-enum Stage {
+/// The recipe, the patient and the dose a batch is made from.
+pub(super) struct Made {
+    pub(super) recipe: Recipe,
+    pub(super) patient: Patient,
+    pub(super) evaluation: Evaluation,
+}
+
+pub(super) enum Stage {
     Created,
+    /// Held across a supervisor restart, with no engine: `next` is the phase a resume runs
+    /// (the rest of what a decision needs is read from the record when it is taken).
+    Restored { next: usize },
     Running(mpsc::Sender<Event>),
     Ended(Result<State, String>),
 }
+
+/// How a batch held across a restart reads in a list and in refusals.
+pub(super) const HELD_AFTER_RESTART: &str = "Held";
 
 /// Patient data as a client sends it. Typed phenotypes and a lab file may be combined, but
 /// not for the same gene.
@@ -135,7 +158,8 @@ pub struct Calculation {
     pub outcome: String,
     /// The whole calculation in words: rule, inputs with sources, row, steps, bounds.
     pub text: String,
-    pub parameters: Option<Parameters>,
+    /// The process parameters as recorded (`galen_recipes::personalise::Parameters`), or null.
+    pub parameters: serde_json::Value,
     /// QA must approve before the batch starts.
     pub needs_qa: bool,
     /// What a second person must verify before the batch starts.
@@ -178,7 +202,7 @@ fn calculation(recipe: &Recipe, patient: &Patient, e: &Evaluation) -> Calculatio
         patient_id: patient.id.as_str().to_owned(),
         outcome: x.outcome.clone(),
         text: x.to_text(),
-        parameters: e.parameters.clone(),
+        parameters: serde_json::to_value(&e.parameters).unwrap_or_default(),
         needs_qa: x.needs_qa,
         second_person: recipe
             .second_person
@@ -284,9 +308,11 @@ impl Service {
         )?;
         drop(store);
         let slot = Slot {
-            recipe,
-            patient,
-            evaluation,
+            recipe_id: recipe.id.as_str().to_owned(),
+            revision: recipe.revision,
+            patient_id: patient.id.as_str().to_owned(),
+            calculation: calc.clone(),
+            made: Ok(Made { recipe, patient, evaluation }),
             created_by: session.user_id,
             stage: Stage::Created,
         };
@@ -294,7 +320,7 @@ impl Service {
         Ok((id, calc))
     }
 
-    fn with_slot<T>(
+    pub(super) fn with_slot<T>(
         &self,
         id: &str,
         f: impl FnOnce(&mut Slot) -> Result<T, ServiceError>,
@@ -304,9 +330,10 @@ impl Service {
         f(slot)
     }
 
-    fn state_of(&self, id: &str, slot: &Slot) -> String {
+    pub(super) fn state_of(&self, id: &str, slot: &Slot) -> String {
         match &slot.stage {
             Stage::Created => "Created".into(),
+            Stage::Restored { .. } => HELD_AFTER_RESTART.into(),
             Stage::Running(_) => {
                 let live = self.live.borrow();
                 match (&live.batch_id, &live.state) {
@@ -329,16 +356,17 @@ impl Service {
             .collect();
         Ok(BatchInfo {
             id: id.to_owned(),
-            recipe: slot.recipe.id.as_str().to_owned(),
-            revision: slot.recipe.revision,
-            patient_id: slot.patient.id.as_str().to_owned(),
+            recipe: slot.recipe_id.clone(),
+            revision: slot.revision,
+            patient_id: slot.patient_id.clone(),
             state: self.state_of(id, slot),
-            calculation: calculation(&slot.recipe, &slot.patient, &slot.evaluation),
+            calculation: slot.calculation.clone(),
             signatures,
         })
     }
 
-    /// Every batch since the appliance started, oldest first.
+    /// Every batch created since the appliance started or still open in the record (not yet
+    /// released), oldest first.
     pub fn batches(&self, caller: &Caller) -> Result<Vec<BatchInfo>, ServiceError> {
         self.authorize(caller, "Batches.List", Needs::Permit(Action::ViewRecords))?;
         let batches = self.batches.lock().expect("batches lock");
@@ -381,10 +409,16 @@ impl Service {
 
     /// QA reviews the batch (before start when the dose needs QA approval; after the end as
     /// review by exception).
+    /// After a restart this is QA's decision that a held batch may go on, where the recipe
+    /// asks for one.
     pub fn review(&self, caller: &Caller, id: &str, pin: &str) -> Result<(), ServiceError> {
         self.authorize(caller, "Batches.Review", Needs::Permit(Action::Sign(Meaning::Reviewed)))?;
-        self.with_slot(id, |_| Ok(()))?;
-        self.sign(caller, "Batches.Review", pin, Meaning::Reviewed, id).map(drop)
+        let restored = self.with_slot(id, |s| Ok(matches!(s.stage, Stage::Restored { .. })))?;
+        self.sign(caller, "Batches.Review", pin, Meaning::Reviewed, id)?;
+        if restored {
+            self.show_restored(id)?;
+        }
+        Ok(())
     }
 
     /// Starts a created, verified batch on the unit.
@@ -398,10 +432,8 @@ impl Service {
         };
         let (recipe, params) = {
             let batches = self.batches.lock().expect("batches lock");
-            if let Some((running, _)) =
-                batches.iter().find(|(_, s)| matches!(s.stage, Stage::Running(_)))
-            {
-                return Err(ServiceError::Busy(running.clone()));
+            if let Some(busy) = busy(&batches) {
+                return Err(ServiceError::Busy(busy));
             }
             let slot = batches.get(id).ok_or_else(|| ServiceError::NoSuchBatch(id.to_owned()))?;
             if !matches!(slot.stage, Stage::Created) {
@@ -411,7 +443,8 @@ impl Service {
                     why: "only a created batch can start".into(),
                 });
             }
-            (slot.recipe.clone(), slot.evaluation.parameters.clone())
+            let made = slot.made.as_ref().map_err(|why| not_ready(why))?;
+            (made.recipe.clone(), made.evaluation.parameters.clone())
         };
         let active = self.active_recipe(recipe.id.as_str())?;
         if active.revision != recipe.revision {
@@ -430,17 +463,24 @@ impl Service {
         let planned = plan(&recipe, params.as_ref(), &self.config.instruments)
             .map_err(|e| not_ready(&e.to_string()))?;
         self.operator_entry(&session, id, "start")?;
+        let batch = Batch::new(planned, self.monitor());
+        self.run(id, batch, Event::Operator(Command::Start))
+    }
 
+    fn monitor(&self) -> Monitor {
+        Monitor::new(Limits::default().at_speed(self.config.speed))
+    }
+
+    /// Runs `batch` on the unit, `first` its first event.
+    fn run(&self, id: &str, batch: Batch, first: Event) -> Result<(), ServiceError> {
         let (operator, operator_rx) = mpsc::channel(16);
         let (observed_tx, observed_rx) = mpsc::channel(256);
-        operator.try_send(Event::Operator(Command::Start)).expect("a fresh channel has room");
+        operator.try_send(first).expect("a fresh channel has room");
         *self.feed.lock().expect("feed lock") = Some(observed_tx);
         self.with_slot(id, |slot| {
             slot.stage = Stage::Running(operator);
             Ok(())
         })?;
-        let batch =
-            Batch::new(planned, Monitor::new(Limits::default().at_speed(self.config.speed)));
         let mut run =
             Run::new(id.to_owned(), self.devices.clone(), self.records.clone(), self.clock.clone())
                 .with_live(self.live.clone())
@@ -484,13 +524,15 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let session = self.authorize(caller, method, Needs::Permit(Action::RunBatch))?;
         let to = self.with_slot(id, |slot| match &slot.stage {
-            Stage::Running(to) => Ok(to.clone()),
+            Stage::Running(to) => Ok(Some(to.clone())),
+            Stage::Restored { .. } => Ok(None),
             _ => Err(ServiceError::WrongState {
                 batch: id.to_owned(),
                 state: self.state_of(id, slot),
                 why: format!("{what} needs a batch that is running or held"),
             }),
         })?;
+        let Some(to) = to else { return self.send_restored(&session, id, what, event) };
         self.operator_entry(&session, id, what)?;
         to.try_send(event).map_err(|_| ServiceError::WrongState {
             batch: id.to_owned(),
@@ -561,13 +603,18 @@ impl Service {
             self.at(),
             NewEntry {
                 user_id: Some(session.user_id),
-                batch_id: batch,
+                batch_id: batch.clone(),
                 new_value: Some(format!("acknowledged: {}", alarms.join("; "))),
                 reason: Some(reason.to_owned()),
                 ..NewEntry::new(EntryKind::OperatorAction, "alarm.acknowledged")
             },
         )?;
         self.live.send_modify(|l| l.alarms.retain(|a| !alarms.contains(a)));
+        if let Some(id) = &batch
+            && self.with_slot(id, |s| Ok(matches!(s.stage, Stage::Restored { .. })))?
+        {
+            self.show_restored(id)?;
+        }
         Ok(alarms.len())
     }
 
@@ -647,21 +694,118 @@ impl Service {
     }
 
     fn label(&self, id: &str, slot: &Slot, by: &Session) -> Result<Label, ServiceError> {
-        let params = slot
+        let made = slot.made.as_ref().map_err(|why| ServiceError::NotReady {
+            batch: id.to_owned(),
+            action: "be labelled",
+            why: why.clone(),
+        })?;
+        let params = made
             .evaluation
             .parameters
             .as_ref()
-            .ok_or(LabelError::NoProduct { recipe: slot.recipe.id.as_str().to_owned() })?;
+            .ok_or(LabelError::NoProduct { recipe: slot.recipe_id.clone() })?;
         let prepared =
             parse_date(&self.at().utc.to_rfc3339()[..10]).expect("RFC 3339 starts with a date");
         let release = Release {
-            patient_id: &slot.patient.id,
+            patient_id: &made.patient.id,
             patient_name: None,
             batch_id: id,
             prepared,
             site: &self.config.site,
             released_by: &by.full_name,
         };
-        Ok(Label::for_release(&slot.recipe, params, &release)?)
+        Ok(Label::for_release(&made.recipe, params, &release)?)
+    }
+
+    /// An operator's event for a batch held across a restart: resume, stop and abort rebuild
+    /// its engine Held at the phase the record names and run it with that event; a resume
+    /// only if `crate::engine::restart` allows it (recorded with how it resumes).
+    fn send_restored(
+        &self,
+        session: &Session,
+        id: &str,
+        what: &str,
+        event: Event,
+    ) -> Result<(), ServiceError> {
+        let held = |why: String| ServiceError::WrongState {
+            batch: id.to_owned(),
+            state: format!("{HELD_AFTER_RESTART} after a restart"),
+            why,
+        };
+        let (plan, next, note) = match event {
+            Event::Operator(Command::Restart) => {
+                self.require_sound_records()?;
+                let (plan, next, how) = self.restart_decision(id).map_err(|e| match e {
+                    Decision::Refused(r @ (Refusal::NeedsQa { .. } | Refusal::NotAcknowledged)) => {
+                        ServiceError::NotReady { batch: id.to_owned(), action: "resume", why: r.to_string() }
+                    }
+                    Decision::Refused(r) => held(r.to_string()),
+                    Decision::Cannot(why) => held(why),
+                    Decision::Failed(e) => e,
+                })?;
+                (plan, next, format!("{what} after the restart: {how}"))
+            }
+            Event::Operator(Command::Stop | Command::Abort) => {
+                // Ending a batch needs no plan: with no recipe to rebuild it from, the engine
+                // is given none.
+                let (next, plan) = self.with_slot(id, |slot| {
+                    let next = match &slot.stage {
+                        Stage::Restored { next, .. } => *next,
+                        _ => 0,
+                    };
+                    let plan = match &slot.made {
+                        Ok(m) => plan(
+                            &m.recipe,
+                            m.evaluation.parameters.as_ref(),
+                            &self.config.instruments,
+                        )
+                        .unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
+                    Ok((next, plan))
+                })?;
+                (plan, next, format!("{what} after the restart"))
+            }
+            _ => {
+                return Err(held(format!(
+                    "{what} needs a running batch; after a restart it must be resumed first"
+                )));
+            }
+        };
+        {
+            let batches = self.batches.lock().expect("batches lock");
+            if let Some((running, _)) =
+                batches.iter().find(|(b, s)| matches!(s.stage, Stage::Running(_)) && *b != id)
+            {
+                return Err(ServiceError::Busy(running.clone()));
+            }
+        }
+        self.operator_entry(session, id, &note)?;
+        let next = next.min(plan.len());
+        self.run(id, Batch::held_at(plan, self.monitor(), next), event)
+    }
+}
+
+/// The batch in progress (running, or held across a restart), if any: the vessel holds its
+/// product, so no other batch may start.
+fn busy(batches: &BTreeMap<String, Slot>) -> Option<String> {
+    batches
+        .iter()
+        .find(|(_, s)| matches!(s.stage, Stage::Running(_) | Stage::Restored { .. }))
+        .map(|(id, _)| id.clone())
+}
+
+/// Why a batch held across a restart may not resume.
+pub(super) enum Decision {
+    /// The rules say no (`crate::engine::restart`).
+    Refused(Refusal),
+    /// The batch cannot be rebuilt to run (its recipe, its plan).
+    Cannot(String),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for Decision {
+    fn from(e: ServiceError) -> Self {
+        Self::Failed(e)
     }
 }

@@ -9,6 +9,7 @@
 
 mod batches;
 mod recipes;
+mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ pub enum ServiceError {
     NoSuchRecipe(String),
     #[error("recipe {id} revision {revision} is waiting for QA activation; it cannot be used yet")]
     RecipeNotActive { id: String, revision: u32 },
-    #[error("no batch {0} on this appliance since it started")]
+    #[error("no batch {0} is open on this appliance (released batches are in the record)")]
     NoSuchBatch(String),
     #[error("{0}")]
     InvalidInput(String),
@@ -58,7 +59,7 @@ pub enum ServiceError {
     WrongState { batch: String, state: String, why: String },
     #[error("batch {batch} cannot {action} yet: {why}")]
     NotReady { batch: String, action: &'static str, why: String },
-    #[error("batch {0} is running; this unit makes one batch at a time")]
+    #[error("batch {0} is in progress (running or held); this unit makes one batch at a time")]
     Busy(String),
     #[error("records failed the start-up check; new batches are refused: {0}")]
     RecordsCompromised(String),
@@ -170,7 +171,9 @@ enum Needs {
 
 impl Service {
     /// `live` and `feed` are the supervisor's (see [`crate::supervisor::live::distribute`]);
-    /// `runtime` runs batches.
+    /// `runtime` runs batches. Every batch of the record that is not released is rebuilt
+    /// (see `restore`): start it after recovery, so that batches interrupted by a restart are
+    /// already held.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         records: Arc<Mutex<RecordStore>>,
@@ -181,8 +184,8 @@ impl Service {
         live: LiveTx,
         feed: Feed,
         runtime: tokio::runtime::Handle,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ServiceError> {
+        let service = Self {
             records,
             intake,
             config,
@@ -193,7 +196,12 @@ impl Service {
             live,
             feed,
             runtime,
+        };
+        let n = service.restore()?;
+        if n > 0 {
+            tracing::info!(batches = n, "open batches rebuilt from the record");
         }
+        Ok(service)
     }
 
     /// The live view, for subscribers.

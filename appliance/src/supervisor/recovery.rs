@@ -1,6 +1,8 @@
 //! What the supervisor does first after any start, including one after a crash or power loss:
-//! make the unit safe, then hold every batch the record says was running, each with an
-//! automatic deviation that names the interrupted phase and the recipe's resume policy.
+//! make the unit safe, then hold every batch the record says was in progress, each with an
+//! automatic deviation that names the interrupted phase and the recipe's resume policy. What
+//! may happen to a held batch next is `crate::engine::restart`'s decision; the service rebuilds
+//! the batch from its record so that people can resume or abort it through the API.
 //!
 //! Nothing acknowledged is lost: every transition was committed before it was acted on, so
 //! the record's last state of a batch is at least as far as the unit got.
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use galen_record::EntryKind;
 
 use super::runtime::{Devices, RunError, WallClock, make_unit_safe};
-use crate::records::{At, NewEntry, RecordStore};
+use crate::records::{At, NewEntry, RESTART_REASON, RecordStore};
 
 /// One batch put on hold at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +66,7 @@ pub async fn recover<C: WallClock>(
             NewEntry {
                 old_value: Some(i.state.clone()),
                 new_value: Some("Held".into()),
-                reason: Some("supervisor restart".into()),
+                reason: Some(RESTART_REASON.into()),
                 ..entry(EntryKind::BatchState, "batch.state")
             },
         )?;

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
 use galen_appliance::service::{Config, ExportTarget, Service};
-use galen_appliance::supervisor::live::{Feed, Live, distribute};
+use galen_appliance::engine::plan::Instruments;
+use galen_appliance::supervisor::live::{Feed, Live, LiveTx, distribute};
+use galen_appliance::supervisor::runtime::Devices;
 use galen_appliance::supervisor::runtime::SystemClock;
 use galen_appliance::supervisor::{instruments, start_devices};
 use galen_appliance::tpm::{Tpm, TpmConfig};
@@ -196,7 +198,7 @@ pub fn raw(db: &Path) -> rusqlite::Connection {
 /// A test recipe: the azathioprine example made quick for the rig — the active comes as a
 /// liquid concentrate through the syringe pump instead of a hand-weighed powder, and the mix
 /// lasts two seconds — so a whole batch runs in well under a minute.
-fn test_recipe() -> (String, Vec<u8>) {
+pub fn test_recipe() -> (String, Vec<u8>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../recipes/examples/azathioprine-oral-suspension.toml");
     let text = std::fs::read_to_string(path)
@@ -222,12 +224,44 @@ fn test_recipe() -> (String, Vec<u8>) {
     ("test-suspension.toml".into(), text.into_bytes())
 }
 
+/// The test recipe warmed and kept warm before the mix (`test-heated-suspension`): a heat
+/// phase `warm` to 28 °C (policy repeat) and a hold `keep-warm` at 27–29 °C for a minute
+/// (policy qa-decision). 28 °C because the rig's heater controller is proportional only and settles
+/// below its setpoint by 1/16 of the rise above the 22 °C room, which must stay within the
+/// engine's 0.5 °C "at temperature".
+pub fn heated_recipe() -> (String, Vec<u8>) {
+    let (_, text) = test_recipe();
+    let text = String::from_utf8(text)
+        .unwrap()
+        .replace("id = \"test-suspension\"", "id = \"test-heated-suspension\"")
+        .replace(
+            "[[equipment]]\nkind = \"mixer\"",
+            "[[equipment]]\nkind = \"heater\"\nmin_c = 20\nmax_c = 60\n\n[[equipment]]\nkind = \"mixer\"",
+        )
+        .replace(
+            "[[unit_procedure.operation.phase]]\nid = \"mix\"",
+            "[[unit_procedure.operation.phase]]\nid = \"warm\"\nkind = \"heat\"\ntarget_c = 28\n\
+             ramp_c_per_min = 3\nresume = \"repeat\"\n\n\
+             [[unit_procedure.operation.phase]]\nid = \"keep-warm\"\nkind = \"hold\"\nmin_c = 27\n\
+             max_c = 29\nduration_s = 60\nresume = \"qa-decision\"\n\n\
+             [[unit_procedure.operation.phase]]\nid = \"mix\"",
+        );
+    assert!(text.contains("id = \"keep-warm\""), "the example changed shape");
+    ("test-heated-suspension.toml".into(), text.into_bytes())
+}
+
 fn days(n: i64) -> Timestamp {
     Timestamp::now().checked_add(SignedDuration::from_hours(24 * n)).unwrap()
 }
 
 /// A manufacturer's signed repository with the test recipe; returns (repo, root.json).
 pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
+    repository_with(dir, &[test_recipe()]).await
+}
+
+/// A manufacturer's signed repository with `recipes` (file name, contents); returns (repo,
+/// root.json).
+pub async fn repository_with(dir: &Path, recipes: &[(String, Vec<u8>)]) -> (PathBuf, Vec<u8>) {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let mut specs = Vec::new();
@@ -242,7 +276,7 @@ pub async fn repository(dir: &Path) -> (PathBuf, Vec<u8>) {
     let key_files: Vec<PathBuf> = specs.iter().flat_map(|s| s.keys.clone()).collect();
     let expiries = Expiries { targets: days(30), snapshot: days(7), timestamp: days(2) };
     let repo = dir.join("repo");
-    publish::publish(&repo, Some(&root_path), &key_files, &[test_recipe()], expiries, &mut |_| {})
+    publish::publish(&repo, Some(&root_path), &key_files, recipes, expiries, &mut |_| {})
         .await
         .unwrap();
     (repo, root)
@@ -257,9 +291,54 @@ pub struct Appliance {
     pub repo: PathBuf,
     /// Where exports go.
     pub exports: PathBuf,
+    /// What a service needs again when it is restarted over the same records and unit.
+    again: Again,
     _rig: HilRig,
     _tpm: Rig,
     _dir: TempDir,
+}
+
+struct Again {
+    root: Vec<u8>,
+    recipes: PathBuf,
+    devices: Devices,
+    live: LiveTx,
+    feed: Feed,
+    instruments: Instruments,
+}
+
+impl Appliance {
+    /// A new service over the same records and unit, as after a restart of applianced: the
+    /// old one's sessions and memory are gone, its record is not.
+    pub fn restart_service(&mut self) {
+        let a = &self.again;
+        let intake = Intake::new(
+            a.root.clone(),
+            a.recipes.clone(),
+            "galen-cu1",
+            Version::parse("0.1.0").unwrap(),
+        )
+        .unwrap();
+        let config = Config {
+            site: DEVICE.into(),
+            instruments: a.instruments,
+            speed: 1.0,
+            export: ExportTarget::Directory(self.exports.clone()),
+        };
+        self.svc = Arc::new(
+            Service::new(
+                self.records.clone(),
+                intake,
+                config,
+                Arc::new(SystemClock),
+                a.devices.clone(),
+                a.live.clone(),
+                a.feed.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .unwrap(),
+        );
+    }
 }
 
 /// Commissions a store on a private swtpm with `people` added, starts the rig (analytical
@@ -279,7 +358,7 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
     let rig = HilRig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig"))
         .unwrap();
     let intake = Intake::new(
-        root,
+        root.clone(),
         dir.path().join("recipes"),
         "galen-cu1",
         Version::parse("0.1.0").unwrap(),
@@ -297,15 +376,26 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         speed: 1.0,
         export: ExportTarget::Directory(exports.clone()),
     };
-    let svc = Arc::new(Service::new(
-        records.clone(),
-        intake,
-        config,
-        Arc::new(SystemClock),
-        devices,
-        live,
-        feed,
-        tokio::runtime::Handle::current(),
-    ));
-    Appliance { svc, records, repo, exports, _rig: rig, _tpm: tpm, _dir: dir }
+    let again = Again {
+        root,
+        recipes: dir.path().join("recipes"),
+        devices: devices.clone(),
+        live: live.clone(),
+        feed: feed.clone(),
+        instruments: config.instruments,
+    };
+    let svc = Arc::new(
+        Service::new(
+            records.clone(),
+            intake,
+            config,
+            Arc::new(SystemClock),
+            devices,
+            live,
+            feed,
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap(),
+    );
+    Appliance { svc, records, repo, exports, again, _rig: rig, _tpm: tpm, _dir: dir }
 }
