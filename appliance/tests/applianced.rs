@@ -4,9 +4,9 @@
 //! restarted over a record that says a batch was in progress, and driven on by people through
 //! `galenctl`.
 
-mod support;
 #[path = "support/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,8 +38,9 @@ async fn unit(recipes: &[(String, Vec<u8>)], speed: f64) -> Unit {
     let root_path = dir.path().join("root.json");
     std::fs::write(&root_path, root).unwrap();
     let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
-    let rig = Rig::start(RigConfig { plant, speed, ..RigConfig::default() }, &dir.path().join("rig"))
-        .unwrap();
+    let rig =
+        Rig::start(RigConfig { plant, speed, ..RigConfig::default() }, &dir.path().join("rig"))
+            .unwrap();
     Unit { rig, appliance, root: root_path, repo, _dir: dir }
 }
 
@@ -280,10 +281,13 @@ async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_af
 async fn session(name: &str, user: &str) -> zbus::Connection {
     let conn = galen_appliance::dbus::connect(&daemon::bus()).await.unwrap();
     let _: (String, String) = conn
-        .call_method(Some(name), galen_appliance::dbus::PATH, Some("org.galen.Session1"), "Login", &(
-            user,
-            daemon::pin(user),
-        ))
+        .call_method(
+            Some(name),
+            galen_appliance::dbus::PATH,
+            Some("org.galen.Session1"),
+            "Login",
+            &(user, daemon::pin(user)),
+        )
         .await
         .unwrap()
         .body()

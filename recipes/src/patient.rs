@@ -167,7 +167,10 @@ mod tests {
                 ),
                 (
                     Gene::new("NUDT15").unwrap(),
-                    Sourced { value: result(Category::NoCall, Certainty::Definite), source: entered },
+                    Sourced {
+                        value: result(Category::NoCall, Certainty::Definite),
+                        source: entered,
+                    },
                 ),
             ]),
         }

@@ -58,7 +58,9 @@ pub(super) enum Stage {
     Created,
     /// Held across a supervisor restart, with no engine: `next` is the phase a resume runs
     /// (the rest of what a decision needs is read from the record when it is taken).
-    Restored { next: usize },
+    Restored {
+        next: usize,
+    },
     Running(mpsc::Sender<Event>),
     Ended(Result<State, String>),
 }
@@ -737,7 +739,11 @@ impl Service {
                 self.require_sound_records()?;
                 let (plan, next, how) = self.restart_decision(id).map_err(|e| match e {
                     Decision::Refused(r @ (Refusal::NeedsQa { .. } | Refusal::NotAcknowledged)) => {
-                        ServiceError::NotReady { batch: id.to_owned(), action: "resume", why: r.to_string() }
+                        ServiceError::NotReady {
+                            batch: id.to_owned(),
+                            action: "resume",
+                            why: r.to_string(),
+                        }
                     }
                     Decision::Refused(r) => held(r.to_string()),
                     Decision::Cannot(why) => held(why),

@@ -264,9 +264,9 @@ impl Service {
     /// the operator must do, and the restart alarm until it is acknowledged.
     pub(super) fn show_restored(&self, id: &str) -> Result<(), ServiceError> {
         let (h, plan) = self.held(id)?;
-        let interrupted = plan.as_ref().and_then(|p| {
-            p.get(h.next).filter(|p| Some(p.id()) == h.interrupted.as_deref())
-        });
+        let interrupted = plan
+            .as_ref()
+            .and_then(|p| p.get(h.next).filter(|p| Some(p.id()) == h.interrupted.as_deref()));
         let instruction = match plan {
             Some(_) => restart::instruction(&self.held_facts(id, &h, interrupted)?),
             None => format!(

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex};
 
+use galen_appliance::engine::plan::Instruments;
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
 use galen_appliance::service::{Config, ExportTarget, Service};
-use galen_appliance::engine::plan::Instruments;
 use galen_appliance::supervisor::live::{Feed, Live, LiveTx, distribute};
 use galen_appliance::supervisor::runtime::Devices;
 use galen_appliance::supervisor::runtime::SystemClock;
