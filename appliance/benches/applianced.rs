@@ -10,6 +10,7 @@ mod report;
 mod support;
 #[path = "../tests/support/daemon.rs"]
 mod daemon;
+#[path = "../tests/support/usage.rs"]
 mod usage;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 mod report;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "../tests/support/usage.rs"]
 mod usage;
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,10 @@
 //! What a process has cost so far, from `/proc/<pid>/status` and `/proc/<pid>/stat`: its
 //! resident memory now and at its peak, and the CPU time it used. Shared by the benchmarks
-//! that measure the bench process itself and those that measure a spawned `applianced`.
+//! that measure the bench process itself and those that measure a spawned `applianced`, and
+//! by the test that keeps `applianced`'s memory from growing with logins. Include it with
+//! `#[path]`, as `daemon.rs`.
+
+#![allow(dead_code, unreachable_pub)]
 
 /// Memory in KiB, CPU in seconds (user + system).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
