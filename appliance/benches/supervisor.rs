@@ -5,6 +5,8 @@
 mod report;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "../tests/support/usage.rs"]
+mod usage;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,19 +24,10 @@ fn report(name: &str, value: f64, unit: &str, note: &str) {
     report::report("supervisor", name, value, unit, note);
 }
 
-/// This process's resident memory (kB) and CPU time (user + system, s), from /proc.
+/// This process's resident memory (kB) and CPU time (user + system, s).
 fn usage() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (rss, (ticks(11) + ticks(12)) / 100.0)
+    let u = usage::usage(None);
+    (u.rss_kib, u.cpu_s)
 }
 
 fn main() {

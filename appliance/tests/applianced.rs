@@ -7,6 +7,8 @@
 #[path = "support/daemon.rs"]
 mod daemon;
 mod support;
+#[path = "support/usage.rs"]
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -431,4 +433,33 @@ async fn killed_again_and_again_it_still_starts() {
     assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
     child.stop();
     assert_eq!(appliance.open().integrity(), &Integrity::Sound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_one_after_another_and_at_once_do_not_grow_its_memory() {
+    // Each PIN check needs 19 MiB of Argon2 memory. Allocated per check, glibc kept them:
+    // applianced grew by 19 MiB a login, past 500 MiB with a few logins at once.
+    let appliance = support::Rig::new();
+    daemon::commission(&appliance);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
+    let (child, _, name) = daemon::start(&appliance, &rig, &fixture_root(), None);
+    let mib = || usage::usage(Some(child.pid())).rss_kib / 1024.0;
+    galenctl(&name, "admin", &["whoami"]);
+    let first = mib();
+    for _ in 0..10 {
+        galenctl(&name, "admin", &["whoami"]);
+    }
+    for _ in 0..3 {
+        let at_once: Vec<_> = (0..6)
+            .map(|_| {
+                let name = name.clone();
+                std::thread::spawn(move || galenctl(&name, "admin", &["whoami"]))
+            })
+            .collect();
+        at_once.into_iter().for_each(|t| drop(t.join().unwrap()));
+    }
+    let after = mib();
+    assert!(after < first + 8.0, "{first:.1} MiB after one login, {after:.1} MiB after 29");
+    child.stop();
 }

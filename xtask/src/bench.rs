@@ -14,7 +14,12 @@
 //! than leaving a reader to divide figures taken at different times.
 //!
 //! The report is written to a temporary file and renamed, so a failed run leaves the previous
-//! docs/BENCHMARKS.md as it was.
+//! docs/BENCHMARKS.md as it was. `cargo xtask bench --bench <name>` runs only the named
+//! targets and replaces only the sections of the suites they report, each marked with when
+//! and how it was measured; the rest of the report stays as the last full run left it.
+//!
+//! Benchmarks run with the private software TPM and D-Bus daemon that tests use
+//! (`services`), so one that starts the real `applianced` finds its bus the same way.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,6 +28,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::services::Services;
 use crate::{cargo, process, setup, workspace_root};
 
 /// The command a reader reruns to reproduce the report.
@@ -38,7 +44,8 @@ struct Record {
     note: String,
 }
 
-pub(crate) fn run() -> Result<()> {
+/// Runs every benchmark, or only the targets in `only`, and writes the report.
+pub(crate) fn run(only: &[String]) -> Result<()> {
     setup::run(setup::Mode::Install)?;
     let root = workspace_root();
     let out_dir = root.join("target/galen-bench");
@@ -47,21 +54,38 @@ pub(crate) fn run() -> Result<()> {
     if results.exists() {
         std::fs::remove_file(&results).context("removing the previous results")?;
     }
-    println!("bench: cargo bench --workspace --benches (results to {})", results.display());
-    process::run(
-        cargo().args(["bench", "--workspace", "--benches"]).env("GALEN_BENCH_OUT", &results),
-    )?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--workspace"]);
+    if only.is_empty() {
+        cmd.arg("--benches");
+    }
+    for name in only {
+        cmd.args(["--bench", name]);
+    }
+    let services = Services::start()?;
+    println!("bench: {} (results to {})", process::display(&cmd), results.display());
+    process::run(cmd.env("GALEN_BENCH_OUT", &results).envs(services.env()))?;
+    drop(services);
     let records = match std::fs::read_to_string(&results) {
         Ok(text) => parse(&text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).context("reading benchmark results"),
     };
-    let report = render(&records, &machine()?);
     let docs = root.join("docs");
     std::fs::create_dir_all(&docs)?;
+    let path = docs.join("BENCHMARKS.md");
+    let machine = machine()?;
+    let report = if only.is_empty() {
+        render(&records, &machine)
+    } else {
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        let flags: Vec<String> = only.iter().map(|b| format!("--bench {b}")).collect();
+        let how = format!("{COMMAND} {}", flags.join(" "));
+        merge(&previous, &records, &machine, &how)
+    };
     let tmp = docs.join(".BENCHMARKS.md.tmp");
     std::fs::write(&tmp, report).context("writing the benchmark report")?;
-    std::fs::rename(&tmp, docs.join("BENCHMARKS.md")).context("replacing docs/BENCHMARKS.md")?;
+    std::fs::rename(&tmp, &path).context("replacing docs/BENCHMARKS.md")?;
     println!("bench: {} figure(s) written to docs/BENCHMARKS.md", records.len());
     Ok(())
 }
@@ -138,17 +162,72 @@ fn render(records: &[Record], m: &Machine) -> String {
         let _ = writeln!(s, "No benchmarks are registered yet.");
         return s;
     }
-    let mut suite = "";
+    for (suite, records) in suites(records) {
+        s.push_str(&section(suite, &records, None));
+    }
+    s
+}
+
+/// The records grouped by suite, suites in the order they first appear.
+fn suites(records: &[Record]) -> Vec<(&str, Vec<&Record>)> {
+    let mut out: Vec<(&str, Vec<&Record>)> = Vec::new();
     for r in records {
-        if r.suite != suite {
-            suite = &r.suite;
-            let _ = writeln!(s, "\n## {suite}\n");
-            let _ = writeln!(s, "| Benchmark | Value | Unit | Note |");
-            let _ = writeln!(s, "|---|---:|---|---|");
+        match out.iter_mut().find(|(s, _)| *s == r.suite) {
+            Some((_, list)) => list.push(r),
+            None => out.push((&r.suite, vec![r])),
         }
+    }
+    out
+}
+
+/// One suite's table; `measured` says when and how, for a section newer than the report.
+fn section(suite: &str, records: &[&Record], measured: Option<&str>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## {suite}\n");
+    if let Some(measured) = measured {
+        let _ = writeln!(s, "{measured}\n");
+    }
+    let _ = writeln!(s, "| Benchmark | Value | Unit | Note |");
+    let _ = writeln!(s, "|---|---:|---|---|");
+    for r in records {
         let _ = writeln!(s, "| {} | {} | {} | {} |", r.name, format_value(r.value), r.unit, r.note);
     }
     s
+}
+
+/// The previous report with the sections of the suites in `records` replaced (or added at the
+/// end), each saying it was measured later, by `how`.
+fn merge(previous: &str, records: &[Record], m: &Machine, how: &str) -> String {
+    if previous.trim().is_empty() {
+        return render(records, m);
+    }
+    // Sections start at a line "## <suite>"; everything before the first is the header.
+    let mut parts: Vec<(Option<String>, String)> = vec![(None, String::new())];
+    for line in previous.split_inclusive('\n') {
+        if let Some(suite) = line.strip_prefix("## ") {
+            parts.push((Some(suite.trim().to_owned()), String::new()));
+        }
+        parts.last_mut().expect("starts with the header").1.push_str(line);
+    }
+    let measured = format!("Measured {} with `{how}`, after the rest of this report.", m.date);
+    for (suite, records) in suites(records) {
+        let fresh = section(suite, &records, Some(&measured));
+        // The header or the previous section ends with the blank line `section` starts with.
+        let fresh = fresh.strip_prefix('\n').unwrap_or(&fresh).to_owned();
+        match parts.iter_mut().find(|(s, _)| s.as_deref() == Some(suite)) {
+            Some((_, text)) => *text = fresh,
+            None => parts.push((Some(suite.to_owned()), fresh)),
+        }
+    }
+    // A blank line between sections, one newline at the end, however they were cut.
+    let last = parts.len() - 1;
+    let mut out = String::new();
+    for (i, (_, text)) in parts.into_iter().enumerate() {
+        let text = text.trim_end_matches('\n');
+        out.push_str(text);
+        out.push_str(if i == last { "\n" } else { "\n\n" });
+    }
+    out
 }
 
 /// Four significant digits: more would be noise on this machine.
@@ -195,6 +274,36 @@ mod tests {
         assert!(report.contains("## hil\n"), "{report}");
         assert!(report.contains("| plant steps | 1234567 | steps/s |  |"), "{report}");
         assert!(report.contains("Written by `cargo xtask bench`"), "{report}");
+    }
+
+    #[test]
+    fn one_suite_measured_again_replaces_its_section_only() {
+        let full = parse(concat!(
+            r#"{"suite":"devices","name":"decode","value":1.0,"unit":"MB/s"}"#,
+            "\n",
+            r#"{"suite":"supervisor","name":"stop","value":11.0,"unit":"ms"}"#,
+        ))
+        .unwrap();
+        let previous = render(&full, &machine());
+        let again = parse(concat!(
+            r#"{"suite":"supervisor","name":"stop","value":12.0,"unit":"ms"}"#,
+            "\n",
+            r#"{"suite":"applianced","name":"peak","value":20.0,"unit":"MiB"}"#,
+        ))
+        .unwrap();
+        let merged = merge(&previous, &again, &machine(), "cargo xtask bench --bench x");
+        let measured = "Measured 2026-01-01 00:00 UTC with `cargo xtask bench --bench x`";
+        assert!(merged.starts_with(previous.split("\n## ").next().unwrap()), "{merged}");
+        assert!(merged.contains("## devices\n\n| Benchmark"), "kept as it was: {merged}");
+        assert!(merged.contains("| decode | 1.000 | MB/s |  |"), "{merged}");
+        assert!(!merged.contains("| stop | 11.00 |"), "replaced: {merged}");
+        assert!(merged.contains(&format!("## supervisor\n\n{measured}")), "{merged}");
+        assert!(merged.contains("| stop | 12.00 | ms |  |"), "{merged}");
+        assert!(merged.ends_with("| peak | 20.00 | MiB |  |\n"), "added at the end: {merged}");
+        assert!(merged.contains(&format!("\n\n## applianced\n\n{measured}")), "{merged}");
+        assert_eq!(merged.matches("## supervisor").count(), 1);
+        // Merging the same run again changes nothing.
+        assert_eq!(merge(&merged, &again, &machine(), "cargo xtask bench --bench x"), merged);
     }
 
     #[test]

@@ -54,7 +54,14 @@ enum Cmd {
         hmi: bool,
     },
     /// Run every benchmark and rewrite docs/BENCHMARKS.md with the results.
-    Bench,
+    ///
+    /// With `--bench`, run only those benchmark targets (e.g. `--bench applianced`) and replace
+    /// only their sections of docs/BENCHMARKS.md, keeping the others as they were.
+    Bench {
+        /// A benchmark target to run (repeatable): the file name under a crate's benches/.
+        #[arg(long = "bench", value_name = "NAME")]
+        only: Vec<String>,
+    },
     /// Build the appliance's bootable disk image (needs root; output in
     /// <target>/galen-image/).
     ///
@@ -91,7 +98,7 @@ fn main() -> ExitCode {
         }
         Cmd::Test { cargo_args } => test(&cargo_args),
         Cmd::Demo { hmi } => demo::run(hmi),
-        Cmd::Bench => bench::run(),
+        Cmd::Bench { only } => bench::run(&only),
         Cmd::Image { boot_test, trusted_root } => image::run(boot_test, trusted_root.as_deref()),
     });
     match result {

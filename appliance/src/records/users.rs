@@ -5,7 +5,10 @@
 //! records every outcome. The role × action matrix is one exhaustive `match`, so adding a role
 //! or an action does not compile until someone decides what it may do.
 
-use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use std::sync::{Mutex, PoisonError};
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use galen_record::UtcMillis;
 use galen_record::signature::Meaning;
 use serde::{Deserialize, Serialize};
@@ -132,17 +135,83 @@ pub enum AuthError {
     PinTooShort(usize),
 }
 
-/// Hashes a PIN with Argon2id (default parameters) and the given random salt, in PHC form.
-pub fn hash_pin(pin: &str, salt: &[u8; 16]) -> String {
-    Argon2::default()
-        .hash_password_with_salt(pin.as_bytes(), salt)
-        .expect("Argon2 with default parameters accepts any PIN and a 16-byte salt")
-        .to_string()
+/// The working memory of every PIN hash in this process (19 MiB at the default cost),
+/// allocated once and reused. Allocated per hash, as the argon2 crate does by default, glibc
+/// kept the freed blocks in whichever arena the calling thread used: `applianced` grew by
+/// 19 MiB with each login, to 187 MiB after nine in a row and past 500 MiB with a few at once
+/// (`benches/applianced.rs`). Hashes are serialized by the record store's lock anyway, so one
+/// memory costs no waiting; it is wiped after each use, as it holds values derived from a PIN.
+static WORKSPACE: Mutex<Vec<Block>> = Mutex::new(Vec::new());
+
+fn argon2_into(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    pin: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let mut memory = WORKSPACE.lock().unwrap_or_else(PoisonError::into_inner);
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let result = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        pin,
+        salt,
+        out,
+        &mut memory[..blocks],
+    );
+    memory[..blocks].fill(Block::new());
+    result
 }
 
-/// True if `pin` matches the stored hash.
+/// Hashes a PIN with Argon2id (default parameters) and the given random salt, in PHC form.
+pub fn hash_pin(pin: &str, salt: &[u8; 16]) -> String {
+    let params = Params::default();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let fixed = "Argon2 with default parameters accepts any PIN and a 16-byte salt";
+    argon2_into(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.clone(),
+        pin.as_bytes(),
+        salt,
+        &mut out,
+    )
+    .expect(fixed);
+    PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).expect(fixed),
+        salt: Some(Salt::new(salt).expect(fixed)),
+        hash: Some(Output::new(&out).expect(fixed)),
+    }
+    .to_string()
+}
+
+/// True if `pin` matches the stored hash (Argon2 in PHC form, as [`hash_pin`] writes it).
 pub fn pin_matches(pin: &str, stored: &str) -> bool {
-    Argon2::default().verify_password(pin.as_bytes(), stored).is_ok()
+    let Ok(hash) = PasswordHash::new(stored) else { return false };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else { return false };
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str());
+    let version = hash.version.map(Version::try_from).transpose();
+    let (Ok(algorithm), Ok(version), Ok(params)) = (algorithm, version, Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let mut buffer = [0u8; Output::MAX_LENGTH];
+    let Some(out) = buffer.get_mut(..expected.len()) else { return false };
+    let computed = argon2_into(
+        algorithm,
+        version.unwrap_or_default(),
+        params,
+        pin.as_bytes(),
+        salt.as_ref(),
+        out,
+    );
+    // `Output` compares in constant time.
+    computed.is_ok() && Output::new(out).is_ok_and(|o| o == *expected)
 }
 
 /// Whether `user` may try a PIN now; wrong-PIN accounting is the caller's.
@@ -273,6 +342,22 @@ mod tests {
         assert!(pin_matches("482913", &hash));
         assert!(!pin_matches("482914", &hash));
         assert!(!pin_matches("482913", "not a hash"));
+    }
+
+    #[test]
+    fn pins_hash_exactly_as_the_argon2_crate_does_so_stored_hashes_still_verify() {
+        use argon2::PasswordHasher as _;
+        let salt = [9; 16];
+        let theirs = Argon2::default().hash_password_with_salt(b"271828", &salt).unwrap();
+        assert_eq!(hash_pin("271828", &salt), theirs.to_string());
+        // Other parameters, as an older build or a site policy may have stored them.
+        let params = Params::new(8 * 1024, 3, 1, Some(24)).unwrap();
+        let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_with_salt(b"271828", &salt)
+            .unwrap()
+            .to_string();
+        assert!(pin_matches("271828", &other));
+        assert!(!pin_matches("271829", &other));
     }
 
     #[test]
