@@ -23,7 +23,7 @@ use crate::client::{BatchCommand, Bus, Client, ClientError, PatientEntry, Refusa
 use crate::stick::LabFile;
 use crate::view::{Role, Screen, Trend, Unit};
 
-slint::slint! { export { AppWindow, Editing, Hmi, NavItem, Row } from "ui/app.slint"; }
+slint::slint! { export { AppWindow, Hmi, Keyboard, NavItem, Row } from "ui/app.slint"; }
 
 /// Samples kept for each trend chart (5 Hz at most: a minute and a half or more).
 const TREND_SAMPLES: usize = 450;
@@ -555,10 +555,18 @@ fn nav(role: Role) -> ModelRc<NavItem> {
     )
 }
 
-/// Answers the text editing the `.slint` language cannot do. `init` calls it; so do tests that
-/// drive the window without an appliance.
-pub fn wire_editing(ui: &AppWindow) {
-    ui.global::<Editing<'_>>().on_without_last(|s| view::without_last(&s).into());
+/// Types the on-screen keyboard's keys into the focused field as key events, the way a physical
+/// keyboard or a scanner types: the `.slint` language cannot insert at the caret or delete.
+/// `init` calls it; so do tests that drive the window without an appliance.
+pub fn wire_keyboard(ui: &AppWindow) {
+    let weak = ui.as_weak();
+    ui.global::<Keyboard<'_>>().on_key(move |text| {
+        let Some(ui) = weak.upgrade() else { return };
+        let window = ui.window();
+        // The event goes to the focused element only; with no field focused it goes nowhere.
+        window.dispatch_event(slint::platform::WindowEvent::KeyPressed { text: text.clone() });
+        window.dispatch_event(slint::platform::WindowEvent::KeyReleased { text });
+    });
 }
 
 /// Wires `ui` to the appliance behind `client`: callbacks, the live unit, the screen lock.
@@ -587,7 +595,7 @@ pub fn init(
     let ctl =
         Controller { ui: ui.as_weak(), client, rt, options, state: Arc::new(Mutex::new(state)) };
     let hmi = ui.global::<Hmi<'_>>();
-    wire_editing(ui);
+    wire_keyboard(ui);
 
     let c = ctl.clone();
     hmi.on_touched(move || c.state().last_touch = Instant::now());

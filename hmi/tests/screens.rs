@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use galen_hmi::view::{self, Role, Trend, Unit};
-use galen_hmi::{AppWindow, Hmi, Row, model, show_session, show_unit, wire_editing};
+use galen_hmi::{AppWindow, Hmi, Row, model, show_session, show_unit, wire_keyboard};
 use galen_recipes::model::Recipe;
 use galen_recipes::patient::{GeneResult, Patient, PatientId, Source, Sourced};
 use galen_recipes::personalise::{self, Parameters};
@@ -485,7 +485,7 @@ fn render(
     setup: &dyn Fn(&AppWindow),
 ) -> ((u32, u32, Vec<u8>), Vec<String>) {
     let ui = AppWindow::new().unwrap();
-    wire_editing(&ui);
+    wire_keyboard(&ui);
     ui.window().set_size(slint::PhysicalSize::new(size.0, size.1));
     ui.show().unwrap();
     setup(&ui);
