@@ -1,11 +1,12 @@
 //! The main flows through the screens, driven by accessible label as an assistive technology
 //! (or a gloved finger) would, against a real `applianced` service on the private bus that
 //! `cargo xtask test` starts: a private swtpm under the record store, the simulated unit on real
-//! ptys, a signed recipe repository on a stick. Everyone logs in on the on-screen keyboards. QA
-//! installs the recipe from the stick and activates it, a pharmacist creates a personalised
-//! batch from the lab report picked on the stick, a second person verifies it, the batch runs to
-//! completion with its scans and its cleaning step answered on the run screen, the pharmacist
-//! signs it, and an inspector exports it.
+//! ptys, a signed recipe repository on a stick. Everyone logs in on the on-screen keyboards, and
+//! the patient's ID, weight and age are typed on them too. QA installs the recipe from the stick
+//! and activates it, a pharmacist creates a personalised batch from the lab report picked on
+//! the stick, a second person verifies it, the batch runs to completion with its scans and its
+//! cleaning step answered on the run screen, the pharmacist signs it, and an inspector exports
+//! it.
 //!
 //! The Slint testing backend runs the event loop on the test's thread (the HMI's D-Bus answers
 //! come back through it); the flow itself runs on a second thread and reaches the window only
@@ -153,6 +154,23 @@ impl Screen {
         assert_eq!(typed.as_deref(), Some(text.as_str()), "what {label:?} shows");
     }
 
+    /// `text` key by key on the docked keyboard, into the field with `label`, as a gloved
+    /// finger would: a tap on the field brings the keyboard up (letters or digits, as the field
+    /// asks), a capital follows Shift, and Done puts the keyboard away.
+    fn keys(&self, label: &'static str, text: &str) {
+        self.wait(15, &format!("the field {label:?}"), move |ui| field(ui, label).is_some());
+        self.on_ui(move |ui| field(ui, label).unwrap().invoke_accessible_default_action());
+        for c in text.chars() {
+            if c.is_uppercase() {
+                self.tap("Shift");
+            }
+            self.tap(c.to_string());
+        }
+        assert_eq!(self.value(label).as_deref(), Some(text), "what {label:?} shows");
+        self.tap("Done");
+        self.wait(15, "the keyboard to go down", |ui| button(ui, "Done").is_none());
+    }
+
     /// A PIN, key by key on the keypad, as a gloved finger would.
     fn keypad(&self, pin: &str) {
         self.tap("Clear");
@@ -268,9 +286,9 @@ fn flow(s: &Screen, a: &Known) -> String {
     });
     assert!(recipe.ends_with("— revision 1"), "{recipe}");
     s.tap(recipe);
-    s.fill("Patient ID", "P-0042");
-    s.fill("Weight (kg)", "7.0");
-    s.fill("Age (years)", "2");
+    s.keys("Patient ID", "P-0042");
+    s.keys("Weight (kg)", "7.0");
+    s.keys("Age (years)", "2");
     s.fill(TPMT, "Intermediate Metabolizer");
     s.fill(NUDT15, "Normal Metabolizer");
     s.tap("Show calculation");
