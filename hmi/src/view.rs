@@ -509,6 +509,42 @@ pub fn genes_of(details: &serde_json::Value) -> Vec<String> {
     genes
 }
 
+/// The phenotypes the recipe's own table names for `gene`, in the table's order, to be offered
+/// as choices: read from `Recipes1.Details` (each row's `when` conditions), never a list of the
+/// HMI's. Each is the CPIC term for the category the JSON names (`IntermediateMetabolizer` is
+/// "Intermediate Metabolizer"), which the appliance reads back as that category. A table that
+/// matches the gene by diplotype names no category: no choices, the result is typed.
+///
+/// These are not all the results the rule takes: a row that does not name a gene matches any
+/// determinate result of it, and "Likely …" matches its category; those are typed ("Other").
+pub fn phenotype_choices(details: &serde_json::Value, gene: &str) -> Vec<String> {
+    let mut choices: Vec<String> = Vec::new();
+    let rows = details["personalisation"]["rows"].as_array().map_or(&[][..], Vec::as_slice);
+    for condition in rows.iter().filter_map(|r| r["when"].as_array()).flatten() {
+        if condition[0].as_str() == Some(gene)
+            && let Some(category) = condition[1]["category"].as_str()
+        {
+            let term = cpic_term(category);
+            if !choices.contains(&term) {
+                choices.push(term);
+            }
+        }
+    }
+    choices
+}
+
+/// The words of a category's name as the JSON spells it: a space before each capital.
+fn cpic_term(category: &str) -> String {
+    let mut term = String::with_capacity(category.len() + 2);
+    for (i, c) in category.char_indices() {
+        if i > 0 && c.is_ascii_uppercase() {
+            term.push(' ');
+        }
+        term.push(c);
+    }
+    term
+}
+
 /// The recipe's phases in order (objects with an `id` and a `kind` that are not equipment).
 pub fn phases_of(details: &serde_json::Value) -> Vec<String> {
     let mut phases = Vec::new();
@@ -820,6 +856,58 @@ mod tests {
         });
         assert_eq!(genes_of(&details), ["TPMT", "NUDT15"]);
         assert_eq!(phases_of(&details), ["scan-api", "mix"]);
+    }
+
+    #[test]
+    fn phenotype_choices_are_the_ones_the_recipes_table_names() {
+        let details = serde_json::json!({ "personalisation": { "rows": [
+            { "when": [["NUDT15", { "category": "NormalMetabolizer" }],
+                       ["TPMT", { "category": "NormalMetabolizer" }]] },
+            { "when": [["TPMT", { "category": "IntermediateMetabolizer" }]] },
+            { "when": [["NUDT15", { "category": "PoorMetabolizer" }]] },
+            { "when": [["TPMT", { "category": "IntermediateMetabolizer" }],
+                       ["MTHFR", { "diplotype": "677C/677T" }]] },
+        ] } });
+        assert_eq!(
+            phenotype_choices(&details, "TPMT"),
+            ["Normal Metabolizer", "Intermediate Metabolizer"],
+            "in the table's order, each once"
+        );
+        assert_eq!(
+            phenotype_choices(&details, "NUDT15"),
+            ["Normal Metabolizer", "Poor Metabolizer"]
+        );
+        assert!(phenotype_choices(&details, "MTHFR").is_empty(), "a diplotype is typed");
+        assert!(
+            phenotype_choices(&serde_json::json!({}), "TPMT").is_empty(),
+            "no table, no choice"
+        );
+    }
+
+    #[test]
+    fn a_chosen_phenotype_is_the_term_the_appliance_reads_back() {
+        use galen_recipes::pgx::{Category, Phenotype};
+        for category in [
+            Category::UltrarapidMetabolizer,
+            Category::RapidMetabolizer,
+            Category::NormalMetabolizer,
+            Category::IntermediateMetabolizer,
+            Category::PoorMetabolizer,
+            Category::IncreasedFunction,
+            Category::NormalFunction,
+            Category::DecreasedFunction,
+            Category::PoorFunction,
+            Category::Indeterminate,
+            Category::NoCall,
+        ] {
+            // As `Recipes1.Details` spells it.
+            let json = serde_json::to_value(category).unwrap();
+            let term = cpic_term(json.as_str().unwrap());
+            assert_eq!(term, category.term(), "{json}");
+            if category.is_determinate() {
+                assert_eq!(Phenotype::parse(&term).unwrap().category, category, "{term}");
+            }
+        }
     }
 
     #[test]
