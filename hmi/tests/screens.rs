@@ -542,6 +542,16 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
         ("sign-800x480", (800, 480), Box::new(sign)),
         ("sign-second-person", (1280, 800), Box::new(sign_second_person)),
         ("sign-second-person-800x480", (800, 480), Box::new(sign_second_person)),
+        (
+            "sign-second-person-pin-800x480",
+            (800, 480),
+            Box::new(|ui| {
+                sign_second_person(ui);
+                for k in ["Next", "2", "2", "2"] {
+                    tap(ui, k);
+                }
+            }),
+        ),
         ("review", (1280, 800), Box::new(review)),
         ("review-800x480", (800, 480), Box::new(review)),
         ("records-export", (1280, 800), Box::new(records_export)),
