@@ -247,15 +247,22 @@ fn new_batch_entry(ui: &AppWindow) {
     hmi.set_screen("new-batch".into());
 }
 
-/// A new batch with the patient's data entered, the phenotypes chosen, and the calculation
-/// shown.
-fn new_batch(ui: &AppWindow) {
+/// A new batch with the patient's data entered and the phenotypes chosen, before the
+/// calculation.
+fn new_batch_entered(ui: &AppWindow) {
     new_batch_entry(ui);
     let hmi = ui.global::<Hmi<'_>>();
     hmi.set_gene_entries(genes_chosen(&["Intermediate Metabolizer", "Normal Metabolizer"]));
     type_into(ui, "Patient ID", "P-0042");
     type_into(ui, "Weight (kg)", "35");
     type_into(ui, "Age (years)", "10");
+}
+
+/// A new batch with the patient's data entered, the phenotypes chosen, and the calculation
+/// shown.
+fn new_batch(ui: &AppWindow) {
+    new_batch_entered(ui);
+    let hmi = ui.global::<Hmi<'_>>();
     let (calc, _) = calculation();
     hmi.set_calc_outcome(calc.outcome.clone().into());
     hmi.set_calc_text(calc.text.clone().into());
@@ -485,6 +492,7 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
         ),
         ("new-batch", (1280, 800), Box::new(new_batch)),
         ("new-batch-800x480", (800, 480), Box::new(new_batch)),
+        ("new-batch-entered-800x480", (800, 480), Box::new(new_batch_entered)),
         ("new-batch-typing", (1280, 800), Box::new(new_batch_typing)),
         ("new-batch-typing-800x480", (800, 480), Box::new(new_batch_typing)),
         ("new-batch-other-800x480", (800, 480), Box::new(new_batch_other_800x480)),
