@@ -206,7 +206,7 @@ impl Screen {
         }
     }
 
-    /// A user name, key by key on the letter keyboard, into the field with `label`; then on
+    /// A user name, key by key on the docked keyboard, into the field with `label`; then on
     /// to the PIN.
     fn letters(&self, label: &'static str, user: &str) {
         for c in user.chars() {

@@ -406,6 +406,23 @@ fn users(ui: &AppWindow) {
     hmi.set_screen("users".into());
 }
 
+/// The lab reports on the stick, to choose the patient's by a tap.
+fn lab_files(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
+    hmi.set_chosen_recipe_title("Azathioprine 10 mg/mL oral suspension — revision 1".into());
+    hmi.set_gene_entries(genes_chosen(&[]));
+    hmi.set_lab_files(model(vec![
+        lab_row("LAB/P-0042-tpmt.tsv", "2026-11-21 09:12 UTC · in LAB"),
+        lab_row("LAB/P-0017-tpmt.tsv", "2026-11-20 16:40 UTC · in LAB"),
+        lab_row("P-0009-nudt15.tsv", "2026-11-02 11:05 UTC"),
+    ]));
+    hmi.set_lab_files_note(view::lab_files_note(3).into());
+    hmi.set_screen("new-batch".into());
+    hmi.set_picking_lab_file(true);
+}
+
 /// How a screen is set up before it is rendered.
 type Setup = Box<dyn Fn(&AppWindow)>;
 
@@ -496,27 +513,8 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
         ("new-batch-typing", (1280, 800), Box::new(new_batch_typing)),
         ("new-batch-typing-800x480", (800, 480), Box::new(new_batch_typing)),
         ("new-batch-other-800x480", (800, 480), Box::new(new_batch_other_800x480)),
-        (
-            "new-batch-lab-files",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
-                hmi.set_chosen_recipe_title(
-                    "Azathioprine 10 mg/mL oral suspension — revision 1".into(),
-                );
-                hmi.set_gene_entries(genes_chosen(&[]));
-                hmi.set_lab_files(model(vec![
-                    lab_row("LAB/P-0042-tpmt.tsv", "2026-11-21 09:12 UTC · in LAB"),
-                    lab_row("LAB/P-0017-tpmt.tsv", "2026-11-20 16:40 UTC · in LAB"),
-                    lab_row("P-0009-nudt15.tsv", "2026-11-02 11:05 UTC"),
-                ]));
-                hmi.set_lab_files_note(view::lab_files_note(3).into());
-                hmi.set_screen("new-batch".into());
-                hmi.set_picking_lab_file(true);
-            }),
-        ),
+        ("new-batch-lab-files", (1280, 800), Box::new(lab_files)),
+        ("new-batch-lab-files-800x480", (800, 480), Box::new(lab_files)),
         ("run-scan", (1280, 800), Box::new(scanning)),
         ("run-scan-800x480", (800, 480), Box::new(scanning)),
         (
