@@ -313,13 +313,17 @@ fn new_batch_other_800x480(ui: &AppWindow) {
     assert_eq!(value(ui, "TPMT phenotype (as on the lab report)"), "Likely IM");
 }
 
-/// Two alarms waiting for acknowledgement.
+/// Alarms waiting for acknowledgement: more than fit an 800×480 panel after a link fault (the
+/// added ones in the words the supervisor's safety monitor uses).
 fn alarms(ui: &AppWindow) {
     show_session(ui, "Ada Lovelace", Role::Pharmacist);
     let (mut u, w, t) = running_unit();
     u.alarms = vec![
         "balance: unstable for 30 s during dispense-vehicle".into(),
         "heater: no reply for 3 s (link down)".into(),
+        "heater: link lost".into(),
+        "balance: no reading for 2000 ms".into(),
+        "vehicle pump stalled: 0.02 g arrived where 1.50 g were expected".into(),
     ];
     show_unit(ui, &u, &w, &t);
     ui.global::<Hmi<'_>>().set_screen("alarms".into());
