@@ -263,6 +263,12 @@ fn new_batch_entered(ui: &AppWindow) {
 fn new_batch(ui: &AppWindow) {
     new_batch_entered(ui);
     let hmi = ui.global::<Hmi<'_>>();
+    // Show calculation ends the typing: the keyboard goes down by itself.
+    element(ui, "Patient ID", AccessibleRole::TextInput).invoke_accessible_default_action();
+    assert!(ui.global::<Keyboard<'_>>().get_open(), "a tap on a field brings the keyboard up");
+    tap(ui, "Show calculation");
+    mock_elapsed_time(std::time::Duration::from_millis(50));
+    assert!(!ui.global::<Keyboard<'_>>().get_open(), "any other button puts it away");
     let (calc, _) = calculation();
     hmi.set_calc_outcome(calc.outcome.clone().into());
     hmi.set_calc_text(calc.text.clone().into());
