@@ -28,7 +28,6 @@ struct Unit {
     rig: Rig,
     appliance: support::Rig,
     root: PathBuf,
-    repo: PathBuf,
     _dir: TempDir,
 }
 
@@ -43,7 +42,8 @@ async fn unit(recipes: &[(String, Vec<u8>)], speed: f64) -> Unit {
     let rig =
         Rig::start(RigConfig { plant, speed, ..RigConfig::default() }, &dir.path().join("rig"))
             .unwrap();
-    Unit { rig, appliance, root: root_path, repo, _dir: dir }
+    daemon::put_on_stick(&appliance, &repo);
+    Unit { rig, appliance, root: root_path, _dir: dir }
 }
 
 /// The manufacturer's root of the tuftool fixture, for tests that install no recipe.
@@ -128,7 +128,7 @@ fn said<'a>(batch: &'a [Entry], object: &str, what: &str) -> Option<&'a Entry> {
 async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowledged_is_lost() {
     let u = unit(&[support::test_recipe()], 1.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    daemon::staff(&name, &["test-suspension"]);
     let id = daemon::start_batch(&name, "test-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "dispense-vehicle"]);
@@ -203,7 +203,7 @@ async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_af
     // Heating takes plant minutes: the rig runs ten times faster than the wall clock.
     let u = unit(&[support::heated_recipe()], 10.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-heated-suspension"]);
+    daemon::staff(&name, &["test-heated-suspension"]);
     let id = daemon::start_batch(&name, "test-heated-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "keep-warm"]);
@@ -319,7 +319,7 @@ fn signatures(batch: &[Entry], meaning: Meaning) -> Vec<(u64, SignatureRecord)> 
 async fn killed_while_signing_the_signature_is_whole_or_absent_and_never_lost_once_answered() {
     let u = unit(&[support::test_recipe()], 10.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    daemon::staff(&name, &["test-suspension"]);
     let id = daemon::start_batch(&name, "test-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use galen_appliance::engine::plan::Instruments;
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
-use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::service::{Config, Service, StickAccess};
 use galen_appliance::supervisor::live::{Feed, Live, LiveTx, distribute};
 use galen_appliance::supervisor::runtime::Devices;
 use galen_appliance::supervisor::runtime::SystemClock;
@@ -180,12 +180,16 @@ fn free_port_pair() -> u16 {
     }
 }
 
+/// Copies a folder with everything in it.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        } else if kind.is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
         }
     }
 }
@@ -323,7 +327,7 @@ impl Appliance {
             site: DEVICE.into(),
             instruments: a.instruments,
             speed: 1.0,
-            export: ExportTarget::Directory(self.exports.clone()),
+            stick: StickAccess::Directory(self.exports.clone()),
         };
         self.svc = Arc::new(
             Service::new(
@@ -374,7 +378,7 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         site: DEVICE.into(),
         instruments: instruments(rig.unit()),
         speed: 1.0,
-        export: ExportTarget::Directory(exports.clone()),
+        stick: StickAccess::Directory(exports.clone()),
     };
     let again = Again {
         root,
