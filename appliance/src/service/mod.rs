@@ -86,6 +86,7 @@ impl From<RecordError> for ServiceError {
             RecordError::Compromised(why) => Self::RecordsCompromised(why),
             RecordError::NoSuchBatch(b) => Self::NoSuchBatch(b),
             e @ (RecordError::UserExists(_)
+            | RecordError::NewUser(_)
             | RecordError::NoSuchUser(_)
             | RecordError::ReasonRequired(_)
             | RecordError::TooLarge { .. }) => Self::InvalidInput(e.to_string()),
