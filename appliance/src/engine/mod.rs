@@ -8,3 +8,4 @@ pub mod plan;
 pub mod restart;
 pub mod safety;
 pub mod state;
+pub mod words;
