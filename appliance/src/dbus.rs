@@ -550,6 +550,12 @@ impl UnitApi {
         self.live.borrow().phase.clone().unwrap_or_default()
     }
 
+    /// The phase in words with its target, e.g. "Pump 51.45 g of vehicle (peristaltic pump)".
+    #[zbus(property)]
+    fn phase_title(&self) -> String {
+        self.live.borrow().phase_title.clone().unwrap_or_default()
+    }
+
     /// (index of the current phase, number of phases).
     #[zbus(property)]
     fn phase_position(&self) -> (u32, u32) {
@@ -726,6 +732,9 @@ async fn publish_live(unit: InterfaceRef<UnitApi>, mut live: watch::Receiver<Liv
         }
         if now.phase != last.phase {
             r = r.and(u.phase_changed(e).await);
+        }
+        if now.phase_title != last.phase_title {
+            r = r.and(u.phase_title_changed(e).await);
         }
         if (now.phase_index, now.phase_count) != (last.phase_index, last.phase_count) {
             r = r.and(u.phase_position_changed(e).await);

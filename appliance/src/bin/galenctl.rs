@@ -387,6 +387,7 @@ async fn status(c: &Client) -> Result<()> {
     let batch: String = c.property("BatchId").await?;
     let state: String = c.property("State").await?;
     let phase: String = c.property("Phase").await?;
+    let title: String = c.property("PhaseTitle").await?;
     let progress: f64 = c.property("Progress").await?;
     let weight: f64 = c.property("WeightGrams").await?;
     let stable: bool = c.property("WeightStable").await?;
@@ -396,7 +397,8 @@ async fn status(c: &Client) -> Result<()> {
     let instruction: String = c.property("Instruction").await?;
     let notice: String = c.property("Notice").await?;
     let v = serde_json::json!({
-        "batch": batch, "state": state, "phase": phase, "progress": progress,
+        "batch": batch, "state": state, "phase": phase, "phase_title": title,
+        "progress": progress,
         "weight_g": weight.is_finite().then_some(weight), "stable": stable,
         "temperature_c": temp.is_finite().then_some(temp),
         "instruction": instruction, "notice": notice,
@@ -408,7 +410,7 @@ async fn status(c: &Client) -> Result<()> {
             "batch        {}\nstate        {}\nphase        {} ({:.0} %)\nbalance      {}\ntemperature  {}",
             if batch.is_empty() { "none" } else { &batch },
             if state.is_empty() { "—" } else { &state },
-            if phase.is_empty() { "—" } else { &phase },
+            if phase.is_empty() { "—".to_owned() } else if title.is_empty() { phase.clone() } else { format!("{phase}: {title}") },
             progress * 100.0,
             num(weight, "g") + if stable { " (stable)" } else { "" },
             num(temp, "°C"),

@@ -22,6 +22,8 @@ pub struct Live {
     pub state: Option<String>,
     /// The id of the phase running or next to run.
     pub phase: Option<String>,
+    /// That phase in words, with its target (see `Planned::title`).
+    pub phase_title: Option<String>,
     pub phase_index: usize,
     pub phase_count: usize,
     /// How far the phase has got, 0 to 1.

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actors::{Ack, BalanceCommand, HeaterCommand, Observed, PumpCommand};
 use super::live::LiveTx;
-use crate::engine::batch::{Batch, Event, Output, Pump};
+use crate::engine::batch::{Batch, Event, Output, Planned, Pump};
 use crate::engine::safety::Fault;
 use crate::engine::state::State;
 use crate::records::{At, NewEntry, RecordError, RecordStore};
@@ -214,6 +214,7 @@ impl<C: WallClock> Run<C> {
             }
             l.state = Some(format!("{:?}", batch.state()));
             l.phase = batch.current_phase().map(|p| p.id().to_owned());
+            l.phase_title = batch.current_phase().map(Planned::title);
             l.phase_index = batch.phase_index();
             l.phase_count = batch.plan().len();
             l.progress = batch.progress(now);
