@@ -325,6 +325,14 @@ impl<C: WallClock> Run<C> {
                     })
                     .await?;
                 }
+                Output::PhaseResumed { index, id, text } => {
+                    self.record(NewEntry {
+                        new_value: Some(text.clone()),
+                        payload: serde_json::json!({ "index": index }),
+                        ..self.entry(EntryKind::BatchState, &format!("phase.{id}"))
+                    })
+                    .await?;
+                }
                 Output::Alarm { fault, text } => {
                     self.record(NewEntry {
                         new_value: Some(text.clone()),
