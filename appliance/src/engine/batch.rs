@@ -1107,8 +1107,9 @@ mod tests {
                     held.extend(run(&mut batch, &mut unit, &mut t, 3));
                 }
                 ResumedWhileMoving => {
+                    // A hand on the vessel: the pan reads low and moves.
                     let g = (unit.mass - unit.tare).round();
-                    batch.handle(Event::Balance { grams: Some(g + 3.0), stable: false }, t);
+                    batch.handle(Event::Balance { grams: Some(g - 3.0), stable: false }, t);
                     let out = resume(&mut batch, t);
                     assert!(
                         matches!(out.as_slice(), [Output::Refused { text }] if text.contains("wait until it is stable")),

@@ -14,8 +14,12 @@
 //!   reading seen during the hold, by more than half the phase's tolerance (liquid cannot leave
 //!   a vessel on a balance by itself; a lifted vessel or a front-panel tare can).
 //!
-//! A resume also needs the latest reading to be stable, so that the remainder is computed from a
-//! weight rather than from a pan in motion; that one is not permanent (wait, then resume).
+//! A resume also needs a stable reading since the hold to start from, and the latest reading,
+//! stable or not, no lower than it beyond the margin (a vessel being lifted right now); that
+//! one is not permanent (wait, then resume). A balance's stable flag flickers with noise, so
+//! the latest stable reading counts rather than only the very last one: the resumed dispense
+//! steers by live readings against its zero anyway, and the reading only decides where it goes
+//! on from.
 //! Once continuity is lost only stop and abort remain, as after a supervisor restart
 //! (`engine::restart`), where the zero is lost with the engine's memory.
 //!
@@ -70,8 +74,10 @@ pub struct Continuity {
     margin_g: f64,
     /// The highest stable gross reading since the hold (at least the zero).
     highest_g: f64,
-    /// The latest reading: gross grams and whether it was stable.
-    last: Option<(f64, bool)>,
+    /// The latest reading, stable or not (gross grams).
+    last: Option<f64>,
+    /// The latest stable reading since the hold (gross grams).
+    last_stable: Option<f64>,
     broken: Option<Break>,
 }
 
@@ -85,6 +91,7 @@ impl Continuity {
             margin_g: (tolerance_g / 2.0).max(0.0),
             highest_g: zero_g,
             last: None,
+            last_stable: None,
             broken: None,
         }
     }
@@ -113,10 +120,11 @@ impl Continuity {
             self.last = None;
             return self.lose(Break::Overload);
         };
-        self.last = Some((g, stable));
+        self.last = Some(g);
         if !stable {
             return None;
         }
+        self.last_stable = Some(g);
         if g < self.highest_g - self.margin_g {
             return self.lose(Break::Removed { was_g: self.highest_g, now_g: g });
         }
@@ -143,8 +151,8 @@ impl Continuity {
         if let Some(why) = &self.broken {
             return Err(Refusal::Broken { phase: phase.to_owned(), why: why.clone() });
         }
-        match self.last {
-            Some((g, true)) => Ok(g),
+        match (self.last_stable, self.last) {
+            (Some(stable), Some(last)) if last >= stable - self.margin_g => Ok(stable),
             _ => Err(Refusal::NotSettled { phase: phase.to_owned() }),
         }
     }
@@ -170,6 +178,8 @@ mod tests {
             ("in flight arrived after the stop", vec![R(Some(111.8), true), R(Some(112.1), true)]),
             ("noise within half the tolerance", vec![R(Some(112.0), true), R(Some(111.95), true)]),
             ("moving at the resume", vec![R(Some(112.0), true), R(Some(113.0), false)]),
+            ("moving, never stable", vec![R(Some(112.0), false), R(Some(113.0), false)]),
+            ("being lifted at the resume", vec![R(Some(112.0), true), R(Some(60.0), false)]),
             (
                 "a bump, then stable again",
                 vec![R(Some(112.0), true), R(Some(80.0), false), R(Some(112.0), true)],
