@@ -2,10 +2,8 @@
 //! map. A proportional controller computes the output from the working setpoint and the PV the
 //! [`HeaterPlant`] reports.
 //!
-//! tokio-modbus's RTU server takes a `SerialStream`, not any byte stream, so the emulator runs
-//! it on an internal pty and relays bytes between that pty and the caller's transport. The
-//! relay is also where wire faults are injected (garbage, noise, a broken CRC), since the
-//! server itself always frames correctly; silence and slowness are applied in the service.
+//! It is served through [`crate::modbus`]'s relay, which injects the wire faults (garbage,
+//! noise, a broken CRC); silence and slowness are applied in the service here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,14 +11,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use super::registers::{
     AUTO_MAN, EEPROM_BACKED, MAN_OP, PB, PV_IN, RM_SP, RM_SP_ENABLE, RNG_HI, RNG_LO, SP1, SP2,
     STATUS, TG_SP, WKG_SP, WRK_OP, from_register, status, to_register,
 };
-use crate::emulator::{Fault, FaultHandle, is_hangup};
+use crate::emulator::{Fault, FaultHandle};
 use crate::heater::HeaterPlant;
 
 /// The controller an emulator pretends to be.
@@ -120,54 +118,8 @@ impl EurothermEmulator {
     }
 
     /// Serves one host until it hangs up.
-    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, mut io: T) -> io::Result<()> {
-        let (master, mut inner) = tokio_serial::SerialStream::pair().map_err(io::Error::from)?;
-        let server = tokio_modbus::server::rtu::Server::new(master);
-        let service = Service(self.shared.clone());
-        let task = tokio::spawn(async move { server.serve_forever(service).await });
-        let _abort = AbortOnDrop(task);
-        let mut to_device = [0u8; 256];
-        let mut to_host = [0u8; 256];
-        loop {
-            tokio::select! {
-                read = io.read(&mut to_device) => match read {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => inner.write_all(&to_device[..n]).await?,
-                    Err(e) if is_hangup(&e) => return Ok(()),
-                    Err(e) => return Err(e),
-                },
-                read = inner.read(&mut to_host) => {
-                    let n = read?;
-                    let mut chunk = to_host[..n].to_vec();
-                    match self.shared.faults.get() {
-                        Fault::Garbage(bytes) => chunk = bytes,
-                        Fault::NoiseBefore(mut bytes) => {
-                            bytes.extend_from_slice(&chunk);
-                            chunk = bytes;
-                        }
-                        Fault::BadChecksum => {
-                            if let Some(last) = chunk.last_mut() {
-                                *last ^= 0xFF;
-                            }
-                        }
-                        Fault::None | Fault::Silent | Fault::Slow(_) => {}
-                    }
-                    match io.write_all(&chunk).await {
-                        Err(e) if is_hangup(&e) => return Ok(()),
-                        other => other?,
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<io::Result<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, io: T) -> io::Result<()> {
+        crate::modbus::serve_rtu(io, Service(self.shared.clone()), &self.shared.faults).await
     }
 }
 
