@@ -102,7 +102,10 @@ pub enum Event {
     Confirmed,
     /// Time passed with nothing else to say.
     Tick,
-    /// A fault detected outside the monitor (E-stop input, a device link lost).
+    /// A reading of the emergency stop's contact: `Ok(pressed)`, or `Err(why)` when its
+    /// module answered without the contact's state.
+    EmergencyStop(Result<bool, String>),
+    /// A fault detected outside the monitor (a device link lost, a command refused).
     Fault(Fault),
 }
 
@@ -198,6 +201,19 @@ pub struct Batch {
     interrupted: Option<Continuity>,
     /// The stable gross reading an accepted resume continues from.
     resume_from: Option<f64>,
+    /// What the supervisor knows of the emergency stop.
+    estop: Estop,
+}
+
+/// The emergency stop as the batch knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Estop {
+    /// The unit has reported no E-stop (none configured, or not read yet).
+    Unknown,
+    Released,
+    Pressed,
+    /// Its monitoring was lost: the module is silent, unplugged or answers nonsense.
+    Lost,
 }
 
 /// Hysteresis for "at temperature".
@@ -217,6 +233,7 @@ impl Batch {
             done: 0,
             interrupted: None,
             resume_from: None,
+            estop: Estop::Unknown,
         }
     }
 
@@ -265,6 +282,12 @@ impl Batch {
     /// while the unit works on its own. For display only: nothing decides on it.
     pub fn instruction(&self) -> Option<String> {
         match self.state {
+            State::Held if self.estop_forbids().is_some() => {
+                return Some(format!(
+                    "Held: {}, acknowledge the alarm, then resume or abort",
+                    self.estop_forbids().unwrap_or_default()
+                ));
+            }
             State::Held => {
                 if let Some(why) = self.interrupted.as_ref().and_then(Continuity::broken) {
                     return Some(format!(
@@ -338,6 +361,26 @@ impl Batch {
             Event::Operator(cmd) => self.operator(cmd, now, &mut out),
             Event::OutputsSettled => self.settled(now, &mut out),
             Event::Fault(f) => self.fault(f, now, &mut out),
+            Event::EmergencyStop(reading) => {
+                let was = self.estop;
+                self.estop = match reading {
+                    Ok(true) => Estop::Pressed,
+                    Ok(false) => Estop::Released,
+                    Err(_) => Estop::Lost,
+                };
+                if let Some(f) = self.monitor.estop(now, reading) {
+                    self.fault(f, now, &mut out);
+                } else if was == Estop::Pressed && self.estop == Estop::Released {
+                    // Recorded, and nothing more: only a person resumes.
+                    let phase = self.current_phase().map_or("batch", Planned::id).to_owned();
+                    out.push(Output::Deviation {
+                        phase,
+                        text: "emergency stop released; the batch stays as it is until someone \
+                               resumes it"
+                            .into(),
+                    });
+                }
+            }
             Event::Balance { grams, stable } => {
                 self.gross = grams;
                 if let Some(f) = self.monitor.balance(now, grams, stable) {
@@ -412,6 +455,10 @@ impl Batch {
                     out.extend([Output::StopAllPumps, Output::HeaterOff]);
                 }
             }
+            Command::Start | Command::Restart if self.estop_forbids().is_some() => {
+                let why = self.estop_forbids().unwrap_or_default();
+                out.push(Output::Refused { text: why.to_owned() });
+            }
             Command::Start => {
                 if self.transition(cmd, out) {
                     self.begin_phase(now, out);
@@ -462,7 +509,23 @@ impl Batch {
         }
     }
 
+    /// Why the E-stop forbids driving the outputs now, if it does.
+    fn estop_forbids(&self) -> Option<&'static str> {
+        match self.estop {
+            Estop::Pressed => Some("the emergency stop is pressed: release it first"),
+            Estop::Lost => Some(
+                "the emergency stop is not monitored (its input module does not answer): \
+                 restore it first",
+            ),
+            Estop::Unknown | Estop::Released => None,
+        }
+    }
+
     fn fault(&mut self, fault: Fault, now: Duration, out: &mut Vec<Output>) {
+        let estop_silent = matches!(&fault, Fault::LinkDown { device } | Fault::Stale { device, .. } if device == "estop");
+        if estop_silent {
+            self.estop = Estop::Lost;
+        }
         out.extend([Output::StopAllPumps, Output::HeaterOff]);
         self.setpoint = None;
         // Nothing is commanded to flow any more: the stall check has nothing to expect.
@@ -838,6 +901,8 @@ mod tests {
         temp: f64,
         setpoint: Option<f64>,
         stalled: bool,
+        /// The E-stop's contact, if the unit has one: pressed or not.
+        estop: Option<bool>,
     }
 
     impl Unit {
@@ -850,6 +915,7 @@ mod tests {
                 temp: 21.0,
                 setpoint: None,
                 stalled: false,
+                estop: None,
             }
         }
         fn step(&mut self, dt: f64) {
@@ -872,12 +938,14 @@ mod tests {
                 }
             }
         }
-        fn readings(&self) -> [Event; 2] {
+        fn readings(&self) -> Vec<Event> {
             let g = ((self.mass - self.tare) * 100.0).round() / 100.0;
-            [
+            let mut events = vec![
                 Event::Balance { grams: Some(g), stable: self.flow_g_s.abs() < 0.002 },
                 Event::Temperature { celsius: Some((self.temp * 10.0).round() / 10.0) },
-            ]
+            ];
+            events.extend(self.estop.map(|pressed| Event::EmergencyStop(Ok(pressed))));
+            events
         }
     }
 
@@ -916,7 +984,7 @@ mod tests {
         for _ in 0..secs * 10 {
             *t0 += Duration::from_millis(100);
             unit.step(0.1);
-            let mut events: Vec<Event> = unit.readings().into();
+            let mut events = unit.readings();
             events.push(Event::Tick);
             match batch.current_phase() {
                 Some(Planned::Scan { .. }) if batch.state() == State::Running => {
@@ -1168,6 +1236,85 @@ mod tests {
                 "{case}: {delivered:.2} g in the vessel for 40 g ({in_before:.2} g before the resume)"
             );
         }
+    }
+
+    /// The E-stop pressed mid-dispense: outputs safe first, the batch held, the alarm raised;
+    /// release alone changes nothing but the record; a resume waits for the release, and for
+    /// the monitoring to be back when it was lost.
+    #[test]
+    fn the_emergency_stop_holds_the_batch_and_only_a_person_resumes_after_its_release() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let mut unit = Unit { estop: Some(false), ..Unit::new() };
+        let mut t = Duration::ZERO;
+        batch.handle(Event::Operator(Command::Start), t);
+        run_until(&mut batch, &mut unit, &mut t, 600, |b, u| {
+            matches!(b.current_phase(), Some(Planned::Dispense { .. })) && u.mass - u.tare >= 10.0
+        });
+        unit.estop = Some(true);
+        let out = batch.handle(Event::EmergencyStop(Ok(true)), t);
+        assert_eq!(
+            out,
+            vec![
+                Output::StopAllPumps,
+                Output::HeaterOff,
+                Output::Alarm {
+                    fault: Fault::EmergencyStop,
+                    text: "emergency stop pressed".into()
+                },
+                Output::State { from: State::Running, to: State::Holding },
+            ]
+        );
+        unit.apply(&out);
+        batch.handle(Event::OutputsSettled, t);
+        assert_eq!(batch.state(), State::Held);
+        assert!(batch.handle(Event::EmergencyStop(Ok(true)), t).is_empty(), "reported once");
+        let refused = batch.handle(Event::Operator(Command::Restart), t);
+        assert_eq!(
+            refused,
+            vec![Output::Refused {
+                text: "the emergency stop is pressed: release it first".into()
+            }]
+        );
+        assert!(batch.instruction().is_some_and(|i| i.contains("release it first")));
+        run(&mut batch, &mut unit, &mut t, 3);
+        unit.estop = Some(false);
+        let released = batch.handle(Event::EmergencyStop(Ok(false)), t);
+        assert!(
+            matches!(released.as_slice(), [Output::Deviation { text, .. }] if text.starts_with("emergency stop released")),
+            "{released:?}"
+        );
+        run(&mut batch, &mut unit, &mut t, 3);
+        assert_eq!(batch.state(), State::Held, "release alone resumes nothing");
+
+        // Its module goes quiet: a fault of its own, and no resume until it answers again.
+        unit.estop = None;
+        let lost = batch.handle(Event::Fault(Fault::LinkDown { device: "estop".into() }), t);
+        assert!(lost.iter().any(|o| matches!(o, Output::Alarm { .. })), "{lost:?}");
+        let refused = batch.handle(Event::Operator(Command::Restart), t);
+        assert!(
+            matches!(refused.as_slice(), [Output::Refused { text }] if text.contains("not monitored")),
+            "{refused:?}"
+        );
+        let garbage = batch.handle(Event::EmergencyStop(Err("exception 0x04".into())), t);
+        assert!(
+            garbage.iter().any(|o| matches!(
+                o,
+                Output::Alarm { fault: Fault::EmergencyStopUnmonitored { .. }, .. }
+            )),
+            "{garbage:?}"
+        );
+        unit.estop = Some(false);
+        run(&mut batch, &mut unit, &mut t, 1);
+        assert_eq!(
+            batch.handle(Event::Operator(Command::Restart), t),
+            vec![Output::State { from: State::Held, to: State::Restarting }]
+        );
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert!(out.iter().any(|o| matches!(o, Output::PhaseResumed { .. })), "{out:?}");
+        unit.apply(&out);
+        run(&mut batch, &mut unit, &mut t, 3_000);
+        assert_eq!(batch.state(), State::Complete);
+        assert!((unit.mass - unit.tare - 40.0).abs() <= 0.2, "{}", unit.mass - unit.tare);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl<C: WallClock> Run<C> {
                         // Recovery needs an operator's restart; the engine has nothing to do.
                         Observed::LinkUp { .. } => continue,
                         Observed::Tared => Event::Tared,
+                        Observed::EmergencyStop(reading) => Event::EmergencyStop(reading),
                         Observed::TareFailed { why } => Event::Fault(Fault::DeviceRefused { device: "balance".into(), why }),
                     },
                     _ = tick.tick() => {
