@@ -559,10 +559,12 @@ async fn run_plant(shared: Arc<Shared>, tick: Duration, speed: f64) {
                     },
                 );
             }
-            // The controller's loop runs between requests too, as a real one does.
-            shared.controller.control();
+            // The controller's loop runs between requests too, as a real one does, and its
+            // integral advances in plant time.
+            let to_s = (now - start).as_secs_f64() * speed;
+            shared.controller.control_for(to_s - plant.time_s());
             plant.set_heater_output(if powered { shared.heater.output() } else { 0.0 });
-            let report = plant.advance_to((now - start).as_secs_f64() * speed);
+            let report = plant.advance_to(to_s);
             for id in PumpId::ALL {
                 let out = report.pump(id);
                 let port = &shared.ports[index(id)];
