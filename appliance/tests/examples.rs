@@ -19,7 +19,6 @@ use galen_appliance::engine::batch::{Batch, Date, Event, Planned};
 use galen_appliance::engine::plan::plan;
 use galen_appliance::engine::safety::{Limits, Monitor};
 use galen_appliance::engine::state::{Command, State};
-use galen_appliance::records::RecordStore;
 use galen_appliance::supervisor::live::Live;
 use galen_appliance::supervisor::runtime::{Run, SystemClock};
 use galen_appliance::supervisor::{instruments, start_devices};

@@ -327,7 +327,8 @@ mod tests {
         e.shared.write(RM_SP_ENABLE, 1).unwrap();
         e.shared.write(RM_SP, 400).unwrap();
         let (mut vessel, mut peak, dt) = (22.0_f64, 22.0_f64, 0.1);
-        for _ in 0..(3_600.0 / dt) as u32 {
+        // An hour of plant time.
+        for _ in 0..36_000 {
             if integrate {
                 e.control_for(dt);
             } else {
