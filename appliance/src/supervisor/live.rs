@@ -68,6 +68,15 @@ pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, fe
                 l.links_down.remove(device);
             }
             Observed::Tared | Observed::TareFailed { .. } => {}
+            // While a batch runs, its own alarm says it (and records it); with none, the unit
+            // still shows it.
+            Observed::EmergencyStop(Ok(true)) if feed.lock().is_ok_and(|f| f.is_none()) => {
+                let text = crate::engine::safety::Fault::EmergencyStop.describe();
+                if !l.alarms.contains(&text) {
+                    l.alarms.push(text);
+                }
+            }
+            Observed::EmergencyStop(_) => {}
         });
         let to = feed.lock().ok().and_then(|f| f.clone());
         if let Some(to) = to {

@@ -168,6 +168,7 @@ impl<C: WallClock> Run<C> {
                         // Recovery needs an operator's restart; the engine has nothing to do.
                         Observed::LinkUp { .. } => continue,
                         Observed::Tared => Event::Tared,
+                        Observed::EmergencyStop(reading) => Event::EmergencyStop(reading),
                         Observed::TareFailed { why } => Event::Fault(Fault::DeviceRefused { device: "balance".into(), why }),
                     },
                     _ = tick.tick() => {
@@ -321,6 +322,14 @@ impl<C: WallClock> Run<C> {
                 Output::PhaseDone { index, id, result } => {
                     self.record(NewEntry {
                         new_value: Some(result.clone()),
+                        payload: serde_json::json!({ "index": index }),
+                        ..self.entry(EntryKind::BatchState, &format!("phase.{id}"))
+                    })
+                    .await?;
+                }
+                Output::PhaseResumed { index, id, text } => {
+                    self.record(NewEntry {
+                        new_value: Some(text.clone()),
                         payload: serde_json::json!({ "index": index }),
                         ..self.entry(EntryKind::BatchState, &format!("phase.{id}"))
                     })

@@ -230,9 +230,9 @@ pub fn test_recipe() -> (String, Vec<u8>) {
 
 /// The test recipe warmed and kept warm before the mix (`test-heated-suspension`): a heat
 /// phase `warm` to 28 °C (policy repeat) and a hold `keep-warm` at 27–29 °C for a minute
-/// (policy qa-decision). 28 °C because the rig's heater controller is proportional only and settles
-/// below its setpoint by 1/16 of the rise above the 22 °C room, which must stay within the
-/// engine's 0.5 °C "at temperature".
+/// (policy qa-decision). 28 °C keeps the heating short; the rig's controller (PI) settles at any
+/// setpoint, so this is no longer a limit (the folate example heats to 40 °C in
+/// `tests/examples.rs`).
 pub fn heated_recipe() -> (String, Vec<u8>) {
     let (_, text) = test_recipe();
     let text = String::from_utf8(text)

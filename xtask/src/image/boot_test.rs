@@ -63,8 +63,13 @@ use crate::workspace_root;
 
 /// The instruments and the PCI slot of the UART each is wired to; the image's
 /// `70-galen-serial.rules` names `/dev/galen/<name>` after the same slots.
-const INSTRUMENTS: &[(&str, u8)] =
-    &[("balance", 0x10), ("syringe", 0x11), ("peristaltic", 0x12), ("heater", 0x13)];
+const INSTRUMENTS: &[(&str, u8)] = &[
+    ("balance", 0x10),
+    ("syringe", 0x11),
+    ("peristaltic", 0x12),
+    ("heater", 0x13),
+    ("estop", 0x14),
+];
 
 /// The first administrator the first boot commissions (test values, never a real unit's).
 const ADMIN_USER: &str = "admin";
@@ -698,7 +703,7 @@ fn check_image(agent: &mut Agent) -> Result<()> {
         ),
         (
             "the serial ports have their udev names",
-            "for d in balance syringe peristaltic heater; do test -c /dev/galen/$d || { ls -l /dev/galen/ /dev/ttyS*; exit 1; }; done",
+            "for d in balance syringe peristaltic heater estop; do test -c /dev/galen/$d || { ls -l /dev/galen/ /dev/ttyS*; exit 1; }; done",
         ),
         ("the TPM belongs to group tss", "test \"$(stat -c %G /dev/tpmrm0)\" = tss"),
         (
