@@ -41,6 +41,7 @@ fn main() {
         let (repo, root) = support::repository(dir.path()).await;
         let root_path = dir.path().join("root.json");
         std::fs::write(&root_path, root).unwrap();
+        daemon::put_on_stick(&appliance, &repo);
         let plant = PlantConfig { balance: BalanceConfig::analytical(), ..PlantConfig::default() };
         let rig =
             Rig::start(RigConfig { plant, ..RigConfig::default() }, &dir.path().join("rig"))
@@ -53,7 +54,7 @@ fn main() {
         let idle = usage::usage(pid);
         let idle_cpu = (idle.cpu_s - ready.cpu_s) / idle_from.elapsed().as_secs_f64();
 
-        daemon::staff(&name, &repo, &["test-suspension"]);
+        daemon::staff(&name, &["test-suspension"]);
         let (before, from) = (usage::usage(pid), Instant::now());
         let id = daemon::start_batch(&name, "test-suspension");
         daemon::scan_materials(&name, &id);

@@ -89,7 +89,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RecordsCompromised(_) => Self::RecordsCompromised(text),
             ServiceError::Recipes(_) => Self::Recipes(text),
             ServiceError::Export(_) => Self::Export(text),
-            ServiceError::Usb(_) => Self::Usb(text),
+            ServiceError::Usb(_) | ServiceError::Stick(_) => Self::Usb(text),
             ServiceError::Label(_) => Self::Label(text),
             ServiceError::Records(_) => Self::Records(text),
         }
@@ -429,6 +429,52 @@ impl RecordsApi {
     ) -> zbus::Result<()>;
 }
 
+/// The USB stick, to take things in from it (exports go through `Records1.Export`). The stick
+/// is mounted read-only for each call and unmounted before the call returns.
+#[derive(Debug)]
+pub struct StickApi(Ctx);
+
+#[interface(name = "org.galen.Stick1")]
+impl StickApi {
+    /// (label, lab reports as (name, modified Unix ms or -1, bytes) newest first, recipe
+    /// updates as folder names where `""` is the stick's top folder).
+    async fn contents(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<(String, Vec<(String, i64, u64)>, Vec<String>), ApiError> {
+        self.0
+            .call(&h, |s, c| {
+                let on = s.stick_contents(c)?;
+                let labs = on
+                    .contents
+                    .lab_files
+                    .into_iter()
+                    .map(|f| (f.name, f.modified_ms.unwrap_or(-1), f.size))
+                    .collect();
+                Ok((on.label, labs, on.contents.recipe_updates))
+            })
+            .await
+    }
+
+    /// The bytes of the lab report listed as `name`, to pass to `Batches1.Preview`/`Create`.
+    async fn read_lab_file(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: String,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.0.call(&h, move |s, c| s.read_lab_file(c, &name)).await
+    }
+
+    /// Verifies and installs the recipe update listed as `folder`; one line per recipe.
+    async fn install_recipes(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        folder: String,
+    ) -> Result<Vec<String>, ApiError> {
+        self.0.call(&h, move |s, c| s.install_recipes_from_stick(c, &folder)).await
+    }
+}
+
 /// People (administrators only).
 #[derive(Debug)]
 pub struct UsersApi(Ctx);
@@ -502,6 +548,12 @@ impl UnitApi {
     #[zbus(property)]
     fn phase(&self) -> String {
         self.live.borrow().phase.clone().unwrap_or_default()
+    }
+
+    /// The phase in words with its target, e.g. "Pump 51.45 g of vehicle (peristaltic pump)".
+    #[zbus(property)]
+    fn phase_title(&self) -> String {
+        self.live.borrow().phase_title.clone().unwrap_or_default()
     }
 
     /// (index of the current phase, number of phases).
@@ -619,6 +671,7 @@ fn serving(
         .serve_at(PATH, BatchesApi(ctx.clone()))?
         .serve_at(PATH, RecordsApi(ctx.clone()))?
         .serve_at(PATH, UsersApi(ctx.clone()))?
+        .serve_at(PATH, StickApi(ctx.clone()))?
         .serve_at(PATH, UnitApi { ctx, live: svc.live() })
 }
 
@@ -679,6 +732,9 @@ async fn publish_live(unit: InterfaceRef<UnitApi>, mut live: watch::Receiver<Liv
         }
         if now.phase != last.phase {
             r = r.and(u.phase_changed(e).await);
+        }
+        if now.phase_title != last.phase_title {
+            r = r.and(u.phase_title_changed(e).await);
         }
         if (now.phase_index, now.phase_count) != (last.phase_index, last.phase_count) {
             r = r.and(u.phase_position_changed(e).await);

@@ -11,6 +11,7 @@ pub mod export;
 pub mod label;
 pub mod records;
 pub mod service;
+pub mod stick;
 pub mod supervisor;
 pub mod tpm;
 pub mod usb;

@@ -1,5 +1,6 @@
-//! USB sticks through udisks2 over D-Bus: find the inspector's stick, mount it safely, write an
-//! export onto it, then unmount and power it off so it is safe to remove.
+//! USB sticks through udisks2 over D-Bus: find the one stick, mount it safely, write an export
+//! onto it and power it off so it is safe to remove, or mount it read-only to take in a lab
+//! report or a recipe update.
 //!
 //! udisks2 does the privileged work (mounting, under a polkit rule that lets `applianced` do it
 //! without a prompt); we only ever mount with `noexec,nosuid,nodev`. The proxies are our own,
@@ -27,6 +28,8 @@ const DRIVE: &str = "org.freedesktop.UDisks2.Drive";
 const STICK_FILESYSTEMS: &[&str] = &["vfat", "exfat"];
 /// Mount options: never run or trust anything from a stick.
 pub const MOUNT_OPTIONS: &str = "noexec,nosuid,nodev";
+/// Mount options to take something in: nothing on the stick is changed, not even access times.
+pub const READ_ONLY_MOUNT_OPTIONS: &str = "ro,noexec,nosuid,nodev";
 
 #[proxy(interface = "org.freedesktop.UDisks2.Filesystem")]
 trait Filesystem {
@@ -55,7 +58,7 @@ pub struct Stick {
 pub enum UsbError {
     #[error("no USB stick found; insert one formatted FAT or exFAT")]
     NoStick,
-    #[error("{0} USB sticks are inserted; remove all but the one for this export")]
+    #[error("{0} USB sticks are inserted; remove all but one")]
     SeveralSticks(usize),
     #[error("the stick is write-protected; slide its lock switch or use another stick")]
     ReadOnly,
@@ -171,46 +174,74 @@ impl Udisks {
         if stick.read_only {
             return Err(UsbError::ReadOnly);
         }
-        let fs = FilesystemProxy::builder(&self.conn)
+        let mount_point = self.mount(stick, MOUNT_OPTIONS).await?;
+        let name = folder.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            export::write_bundle(&mut MountedDir::new(mount_point), &name, &files)
+        })
+        .await
+        .map_err(|e| UsbError::Mount(format!("the writer stopped: {e}")))?;
+        // Every file handle is closed by now: udisks2 refuses to unmount a busy filesystem.
+        let unmounted = self.unmount(stick).await;
+        written?;
+        unmounted?;
+        let safe_to_remove = self.power_off(stick).await;
+        Ok(Written { label: stick.label.clone(), folder: folder.to_owned(), safe_to_remove })
+    }
+
+    /// Mounts the stick read-only, to take something in; returns where. Whoever mounts it
+    /// unmounts it with [`Udisks::unmount`] (without powering it off: the person may want to
+    /// take in more from it).
+    pub async fn mount_read_only(&self, stick: &Stick) -> Result<PathBuf, UsbError> {
+        self.mount(stick, READ_ONLY_MOUNT_OPTIONS).await
+    }
+
+    async fn filesystem(&self, stick: &Stick) -> Result<FilesystemProxy<'_>, UsbError> {
+        FilesystemProxy::builder(&self.conn)
             .destination(self.service.clone())
             .and_then(|b| b.path(stick.block.clone()))
             .map_err(bus)?
             .build()
             .await
-            .map_err(bus)?;
+            .map_err(bus)
+    }
+
+    async fn mount(&self, stick: &Stick, options: &str) -> Result<PathBuf, UsbError> {
         let options = HashMap::from([
-            ("options", Value::from(MOUNT_OPTIONS)),
+            ("options", Value::from(options)),
             ("auth.no_user_interaction", Value::from(true)),
         ]);
-        let mount_point = fs.mount(options).await.map_err(mount_error)?;
-        let name = folder.to_owned();
-        let written = tokio::task::spawn_blocking(move || {
-            export::write_bundle(&mut MountedDir::new(PathBuf::from(mount_point)), &name, &files)
-        })
-        .await
-        .map_err(|e| UsbError::Mount(format!("the writer stopped: {e}")))?;
-        // Every file handle is closed by now: udisks2 refuses to unmount a busy filesystem.
-        let no_interaction = || HashMap::from([("auth.no_user_interaction", Value::from(true))]);
-        let unmounted = fs.unmount(no_interaction()).await;
-        written?;
-        unmounted.map_err(|e| UsbError::Unmount(dbus_message(&e)))?;
-        let drive = DriveProxy::builder(&self.conn)
-            .destination(self.service.clone())
-            .and_then(|b| b.path(stick.drive.clone()))
-            .map_err(bus)?
-            .build()
-            .await
-            .map_err(bus)?;
-        let safe_to_remove = match drive.power_off(no_interaction()).await {
-            Ok(()) => true,
-            // Some USB bridges cannot power off; unmounted is already safe to pull.
-            Err(e) => {
-                tracing::warn!(drive = %stick.drive, "power off failed: {}", dbus_message(&e));
-                false
-            }
-        };
-        Ok(Written { label: stick.label.clone(), folder: folder.to_owned(), safe_to_remove })
+        let fs = self.filesystem(stick).await?;
+        Ok(PathBuf::from(fs.mount(options).await.map_err(mount_error)?))
     }
+
+    pub async fn unmount(&self, stick: &Stick) -> Result<(), UsbError> {
+        let fs = self.filesystem(stick).await?;
+        fs.unmount(no_interaction()).await.map_err(|e| UsbError::Unmount(dbus_message(&e)))
+    }
+
+    /// Whether udisks2 powered the drive off, so that the person can pull it.
+    async fn power_off(&self, stick: &Stick) -> bool {
+        let result = async {
+            let drive = DriveProxy::builder(&self.conn)
+                .destination(self.service.clone())
+                .and_then(|b| b.path(stick.drive.clone()))
+                .map_err(bus)?
+                .build()
+                .await
+                .map_err(bus)?;
+            drive.power_off(no_interaction()).await.map_err(|e| bus(dbus_message(&e)))
+        }
+        .await;
+        // Some USB bridges cannot power off; unmounted is already safe to pull.
+        result
+            .inspect_err(|e| tracing::warn!(drive = %stick.drive, "power off failed: {e}"))
+            .is_ok()
+    }
+}
+
+fn no_interaction() -> HashMap<&'static str, Value<'static>> {
+    HashMap::from([("auth.no_user_interaction", Value::from(true))])
 }
 
 fn bus(e: impl std::fmt::Display) -> UsbError {

@@ -405,6 +405,68 @@ async fn a_batch_runs_end_to_end_over_a_socket_pair() {
     a_batch_from_patient_data_to_export(&a, &Transport::Peer).await;
 }
 
+/// What is on the stick comes in only through the listing: QA installs the update named there,
+/// a pharmacist previews with the lab report named there, and a name the listing does not
+/// hold is refused by name, whatever path it spells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_reports_and_recipe_updates_come_in_from_the_stick_by_the_names_it_lists() {
+    let a = appliance().await;
+    let t = Transport::Peer;
+    let stick = &a.exports;
+    support::copy_dir(&a.repo, &stick.join("MANUFACTURER/galen"));
+    std::fs::create_dir_all(stick.join("lab")).unwrap();
+    let report =
+        "TPMT\t*1/*3A\tIntermediate Metabolizer\t1.0\nNUDT15\t*1/*1\tNormal Metabolizer\t2.0\n";
+    std::fs::write(stick.join("lab/P-0042.tsv"), report).unwrap();
+    std::fs::write(stick.join("notes.txt"), "not a lab report").unwrap();
+
+    let quinn = Client::login(&a, &t, "quinn").await;
+    let (label, labs, updates): (String, Vec<(String, i64, u64)>, Vec<String>) =
+        quinn.ok("Stick1", "Contents", &()).await;
+    assert_eq!(label, "exports", "a folder standing in for a stick is named by its name");
+    assert_eq!(labs.len(), 1, "{labs:?}");
+    assert_eq!((labs[0].0.as_str(), labs[0].2), ("lab/P-0042.tsv", report.len() as u64));
+    assert!(labs[0].1 > 0, "the report's date: {labs:?}");
+    assert_eq!(updates, ["MANUFACTURER/galen"]);
+
+    for name in ["MANUFACTURER", "../exports/MANUFACTURER/galen", "/"] {
+        let e = quinn.call::<_, Vec<String>>("Stick1", "InstallRecipes", &(name,)).await;
+        let e = e.unwrap_err();
+        assert_eq!(error_name(&e), "Usb", "{name}: {e:?}");
+        assert!(e.1.contains("no recipe update in"), "{name}: {}", e.1);
+    }
+    let installed: Vec<String> =
+        quinn.ok("Stick1", "InstallRecipes", &("MANUFACTURER/galen",)).await;
+    assert_eq!(installed, ["installed test-suspension revision 1 (waiting for QA activation)"]);
+    let _: u32 = quinn.ok("Recipes1", "Activate", &("test-suspension", pin("quinn"))).await;
+    let source = {
+        let store = a.records.lock().unwrap();
+        let entries = store.batch_entries("recipe:test-suspension@1").unwrap();
+        let installed = entries.iter().find(|e| e.body.object == "recipe.installed").unwrap();
+        installed.body.reason.clone().unwrap()
+    };
+    assert_eq!(source, "signed update from USB stick exports, folder MANUFACTURER/galen");
+
+    let ada = Client::login(&a, &t, "ada").await;
+    for name in ["notes.txt", "lab/../lab/P-0042.tsv", "P-0042.tsv"] {
+        let e = ada.call::<_, Vec<u8>>("Stick1", "ReadLabFile", &(name,)).await.unwrap_err();
+        assert!(e.1.contains("is not a lab report on this stick"), "{name}: {}", e.1);
+    }
+    let bytes: Vec<u8> = ada.ok("Stick1", "ReadLabFile", &("lab/P-0042.tsv",)).await;
+    assert_eq!(bytes, report.as_bytes());
+    let mut typed = patient();
+    typed.remove("phenotype.TPMT");
+    typed.remove("phenotype.NUDT15");
+    let preview: String =
+        ada.ok("Batches1", "Preview", &("test-suspension", typed, "lab/P-0042.tsv", bytes)).await;
+    let preview: serde_json::Value = serde_json::from_str(&preview).unwrap();
+    let text = preview["text"].as_str().unwrap();
+    assert!(text.contains("Intermediate Metabolizer") && text.contains("P-0042.tsv"), "{text}");
+    let ida = Client::login(&a, &t, "ida").await;
+    let e = ida.call::<_, Vec<u8>>("Stick1", "ReadLabFile", &("lab/P-0042.tsv",)).await;
+    assert_eq!(error_name(&e.unwrap_err()), "NotPermitted", "an inspector reads no lab reports");
+}
+
 /// Every method, with arguments that would be refused anyway, and the action it needs
 /// (`None`: any session).
 fn methods()
@@ -518,6 +580,9 @@ fn methods()
             S::new().add_field(9999u64).add_field(String::new()),
         ),
         ("Unit1", "AcknowledgeAlarms", Some(Action::RunBatch), S::new().add_field(String::new())),
+        ("Stick1", "Contents", None, S::new()),
+        ("Stick1", "ReadLabFile", Some(Action::RunBatch), S::new().add_field(id())),
+        ("Stick1", "InstallRecipes", Some(Action::ImportRecipes), S::new().add_field(id())),
     ]
 }
 

@@ -28,7 +28,6 @@ struct Unit {
     rig: Rig,
     appliance: support::Rig,
     root: PathBuf,
-    repo: PathBuf,
     _dir: TempDir,
 }
 
@@ -43,7 +42,8 @@ async fn unit(recipes: &[(String, Vec<u8>)], speed: f64) -> Unit {
     let rig =
         Rig::start(RigConfig { plant, speed, ..RigConfig::default() }, &dir.path().join("rig"))
             .unwrap();
-    Unit { rig, appliance, root: root_path, repo, _dir: dir }
+    daemon::put_on_stick(&appliance, &repo);
+    Unit { rig, appliance, root: root_path, _dir: dir }
 }
 
 /// The manufacturer's root of the tuftool fixture, for tests that install no recipe.
@@ -58,7 +58,7 @@ async fn it_starts_against_the_unit_and_stops_with_a_final_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
     let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), None);
-    assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+    assert_eq!(ready, "applianced ready: 5 devices, 0 batch(es) held after restart");
     child.stop();
     let store = appliance.open();
     assert_eq!(store.integrity(), &Integrity::Sound);
@@ -90,7 +90,7 @@ async fn a_batch_the_record_says_was_running_is_held_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).unwrap();
     let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), None);
-    assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
+    assert_eq!(ready, "applianced ready: 5 devices, 1 batch(es) held after restart");
     child.stop();
     let store = appliance.open();
     let batch = store.batch_entries("B-CUT").unwrap();
@@ -128,7 +128,7 @@ fn said<'a>(batch: &'a [Entry], object: &str, what: &str) -> Option<&'a Entry> {
 async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowledged_is_lost() {
     let u = unit(&[support::test_recipe()], 1.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    daemon::staff(&name, &["test-suspension"]);
     let id = daemon::start_batch(&name, "test-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "dispense-vehicle"]);
@@ -139,7 +139,7 @@ async fn killed_mid_dispense_the_pump_is_stopped_at_restart_and_nothing_acknowle
     assert!(peristaltic_turning(&u.rig), "nobody stopped the pump: the hazard a restart must end");
 
     let (child, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
-    assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
+    assert_eq!(ready, "applianced ready: 5 devices, 1 batch(es) held after restart");
     // The stop went out before READY; a rotor runs down over its ramp (τ 0.3 s).
     std::thread::sleep(Duration::from_millis(1500));
     let turning = peristaltic_turning(&u.rig);
@@ -203,7 +203,7 @@ async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_af
     // Heating takes plant minutes: the rig runs ten times faster than the wall clock.
     let u = unit(&[support::heated_recipe()], 10.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-heated-suspension"]);
+    daemon::staff(&name, &["test-heated-suspension"]);
     let id = daemon::start_batch(&name, "test-heated-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-phase", "keep-warm"]);
@@ -221,7 +221,7 @@ async fn killed_mid_hold_the_heater_is_off_before_ready_and_the_batch_resumes_af
     let (child, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
     // Off and acknowledged by the controller before READY: no waiting for a ramp.
     let heater_w = u.rig.plant().snapshot().heater_w;
-    assert_eq!(ready, "applianced ready: 4 devices, 1 batch(es) held after restart");
+    assert_eq!(ready, "applianced ready: 5 devices, 1 batch(es) held after restart");
     assert!(heater_w.abs() < f64::EPSILON, "the heater still gave {heater_w} W at READY");
     let shown = status(&name);
     assert_eq!(
@@ -319,7 +319,7 @@ fn signatures(batch: &[Entry], meaning: Meaning) -> Vec<(u64, SignatureRecord)> 
 async fn killed_while_signing_the_signature_is_whole_or_absent_and_never_lost_once_answered() {
     let u = unit(&[support::test_recipe()], 10.0).await;
     let (child, _, name) = daemon::start(&u.appliance, &u.rig, &u.root, None);
-    daemon::staff(&name, &u.repo, &["test-suspension"]);
+    daemon::staff(&name, &["test-suspension"]);
     let id = daemon::start_batch(&name, "test-suspension");
     daemon::scan_materials(&name, &id);
     galenctl(&name, "ada", &["batch", "watch", &id, "--until-operator"]);
@@ -351,7 +351,7 @@ async fn killed_while_signing_the_signature_is_whole_or_absent_and_never_lost_on
         let answered = sign.await.unwrap();
         let (restarted, ready, _) = daemon::start(&u.appliance, &u.rig, &u.root, Some(&name));
         child = Some(restarted);
-        assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+        assert_eq!(ready, "applianced ready: 5 devices, 0 batch(es) held after restart");
         daemon::assert_chain_verifies(&name);
         let batch: Vec<Entry> = daemon::entries(&name, &id)
             .into_iter()
@@ -430,7 +430,7 @@ async fn killed_again_and_again_it_still_starts() {
         child.kill();
     }
     let (child, ready, _) = daemon::start(&appliance, &rig, &fixture_root(), name.as_deref());
-    assert_eq!(ready, "applianced ready: 4 devices, 0 batch(es) held after restart");
+    assert_eq!(ready, "applianced ready: 5 devices, 0 batch(es) held after restart");
     child.stop();
     assert_eq!(appliance.open().integrity(), &Integrity::Sound);
 }

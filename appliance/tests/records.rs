@@ -91,10 +91,25 @@ fn commissioning_never_overwrites_and_opening_never_creates() {
     assert!(matches!(missing, RecordError::Missing(_)), "{missing}");
     drop(rig.commission());
     let admin =
-        galen_appliance::records::FirstAdmin { username: "x", full_name: "X", pin: "123456" };
+        galen_appliance::records::FirstAdmin { username: "xy", full_name: "X", pin: "123456" };
     let again =
         RecordStore::create(&rig.db(), support::DEVICE, rig.tpm(), &admin, at(0)).unwrap_err();
     assert!(matches!(again, RecordError::Exists(_)), "{again}");
+}
+
+#[test]
+fn an_administrator_nobody_could_log_in_as_is_refused_before_anything_is_created() {
+    let rig = Rig::new();
+    for (username, pin) in [("Admin Person", "123456"), ("admin", "12ab56"), ("admin", "123")] {
+        let admin = galen_appliance::records::FirstAdmin { username, full_name: "Admin", pin };
+        let e =
+            RecordStore::create(&rig.db(), support::DEVICE, rig.tpm(), &admin, at(0)).unwrap_err();
+        assert!(
+            matches!(e, RecordError::NewUser(_) | RecordError::Auth(_)),
+            "{username} {pin}: {e}"
+        );
+        assert!(!rig.db().exists(), "nothing created for {username:?}");
+    }
 }
 
 #[test]

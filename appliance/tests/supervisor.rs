@@ -259,3 +259,202 @@ async fn a_heater_stuck_on_while_dispensing_holds_the_batch() {
     let alarm = held_by(Injection::Plant(PlantFault::HeaterStuckOn(true))).await;
     assert!(alarm.starts_with("heater heating while off"), "{alarm}");
 }
+
+/// Waits until the batch's record says `state`.
+async fn until_state(store: &Arc<Mutex<RecordStore>>, batch: &str, state: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = entries(store, batch);
+        if all
+            .iter()
+            .any(|e| e.body.object == "batch.state" && e.body.new_value.as_deref() == Some(state))
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {state}: {:#?}", describe(&all));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the plant's vessel holds `grams` of liquid.
+async fn until_in_vessel(rig: &Rig, grams: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rig.plant().snapshot().vessel_liquid_g < grams {
+        assert!(tokio::time::Instant::now() < deadline, "the dispense never got to {grams} g");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_mid_dispense_then_a_resume_delivers_the_target_once_not_twice() {
+    let u = unit();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let store = u.store.clone();
+    let mut run = Run::new("B-RESUME".into(), devices, store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+
+    until_in_vessel(&u.rig, 12.0).await;
+    operator_tx.send(Event::Operator(Command::Hold)).await.unwrap();
+    until_state(&store, "B-RESUME", "Held").await;
+    // The liquid in the tube arrives and the pan settles before anyone resumes (a resume
+    // before that is refused: "wait until it is stable").
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !u.rig.plant().lock().balance_sample().settled {
+        assert!(tokio::time::Instant::now() < deadline, "the pan never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let in_at_resume = u.rig.plant().snapshot().vessel_liquid_g;
+    operator_tx.send(Event::Operator(Command::Restart)).await.unwrap();
+    let Ok(state) = tokio::time::timeout(Duration::from_secs(120), running).await else {
+        panic!("the batch never finished: {:#?}", describe(&entries(&store, "B-RESUME")));
+    };
+    assert_eq!(state.unwrap().unwrap(), State::Complete);
+
+    // The plant's ledger, not the balance: what truly went into the vessel.
+    let delivered = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!(
+        (delivered - 30.0).abs() <= 0.3,
+        "{delivered:.2} g in the vessel for a 30 g dose ({in_at_resume:.2} g at the resume)"
+    );
+    let log = describe(&entries(&store, "B-RESUME"));
+    let started = log.iter().filter(|l| *l == "batch_state phase.dispense-water started").count();
+    assert_eq!(started, 1, "the phase went on, it did not start again: {log:#?}");
+    let resumed = log
+        .iter()
+        .find(|l| {
+            l.starts_with("batch_state phase.dispense-water resumed against the phase's zero")
+        })
+        .unwrap_or_else(|| panic!("the resume is recorded: {log:#?}"));
+    let already: f64 = resumed
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|g| g.parse().ok())
+        .expect("the mass already in, in the record");
+    assert!((already - in_at_resume).abs() < 0.3, "{resumed} (plant: {in_at_resume:.2} g)");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("batch_state phase.dispense-water")
+                && l.contains("within tolerance")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_unplugged_while_held_mid_dispense_leaves_only_stop_and_abort() {
+    let u = unit();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let store = u.store.clone();
+    let mut run = Run::new("B-UNSEEN".into(), devices, store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+
+    until_in_vessel(&u.rig, 10.0).await;
+    operator_tx.send(Event::Operator(Command::Hold)).await.unwrap();
+    until_state(&store, "B-UNSEEN", "Held").await;
+    u.rig.inject(Injection::Unplug("balance".into())).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !describe(&entries(&store, "B-UNSEEN")).iter().any(|l| l.contains("can no longer resume"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the lost view was never recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    u.rig.inject(Injection::Replug("balance".into())).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = u.rig.plant().snapshot().vessel_liquid_g;
+    operator_tx.send(Event::Operator(Command::Restart)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!((after - before).abs() < 0.01, "the pump ran again: {before:.2} g -> {after:.2} g");
+    let log = describe(&entries(&store, "B-UNSEEN"));
+    assert!(
+        log.iter().any(|l| l.starts_with("operator_action batch.operator refused: phase dispense-water cannot continue against its zero: the balance link was lost")),
+        "{log:#?}"
+    );
+    assert_eq!(log.iter().filter(|l| l.ends_with("batch.state Restarting")).count(), 0);
+    operator_tx.send(Event::Operator(Command::Abort)).await.unwrap();
+    let state =
+        tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap().unwrap();
+    assert_eq!(state, State::Aborted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emergency_stop_pressed_mid_dispense_holds_release_resumes_nothing_and_a_resume_finishes_the_dose()
+ {
+    let u = unit();
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let store = u.store.clone();
+    let mut run = Run::new("B-ESTOP".into(), devices, store.clone(), SystemClock);
+    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
+
+    until_in_vessel(&u.rig, 10.0).await;
+    u.rig.inject(Injection::EmergencyStop(true)).unwrap();
+    until_state(&store, "B-ESTOP", "Held").await;
+    let log = describe(&entries(&store, "B-ESTOP"));
+    let alarm = log.iter().position(|l| l == "alarm batch.alarm emergency stop pressed");
+    let holding = log.iter().position(|l| l == "batch_state batch.state Holding");
+    assert!(alarm.is_some() && alarm < holding, "{log:#?}");
+    assert_eq!(log.iter().filter(|l| l.contains("emergency stop pressed")).count(), 1);
+
+    // The liquid in the tube drains (τ 0.5 s); then the button is pulled back out: recorded,
+    // nothing moves, the batch stays held.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    u.rig.inject(Injection::EmergencyStop(false)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !describe(&entries(&store, "B-ESTOP"))
+        .iter()
+        .any(|l| l.contains("emergency stop released"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the release was never recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = u.rig.plant().snapshot().vessel_liquid_g;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!((after - before).abs() < 0.01, "something restarted: {before:.2} g -> {after:.2} g");
+    let log = describe(&entries(&store, "B-ESTOP"));
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some(
+            "deviation phase.dispense-water emergency stop released; the batch stays as it is until someone resumes it"
+        ),
+        "{log:#?}"
+    );
+
+    // A person resumes: the dispense goes on against its zero and the dose is not doubled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !u.rig.plant().lock().balance_sample().settled {
+        assert!(tokio::time::Instant::now() < deadline, "the pan never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    operator_tx.send(Event::Operator(Command::Restart)).await.unwrap();
+    let Ok(state) = tokio::time::timeout(Duration::from_secs(120), running).await else {
+        panic!("the batch never finished: {:#?}", describe(&entries(&store, "B-ESTOP")));
+    };
+    assert_eq!(state.unwrap().unwrap(), State::Complete);
+    let delivered = u.rig.plant().snapshot().vessel_liquid_g;
+    assert!((delivered - 30.0).abs() <= 0.3, "{delivered:.2} g for a 30 g dose");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_emergency_stop_module_is_lost_monitoring_and_holds_the_batch() {
+    let alarm = held_by(Injection::Wire(
+        "estop".into(),
+        galen_devices::emulator::Fault::Garbage(b"\x01\x02\x01".to_vec()),
+    ))
+    .await;
+    assert_eq!(alarm, "estop: link lost");
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use galen_appliance::usb::{MOUNT_OPTIONS, Udisks, UsbError};
+use galen_appliance::usb::{MOUNT_OPTIONS, READ_ONLY_MOUNT_OPTIONS, Udisks, UsbError};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{connection, fdo, interface};
 
@@ -253,4 +253,18 @@ async fn a_failed_write_still_unmounts_the_stick() {
     let calls = s.calls.lock().unwrap().clone();
     assert!(calls.iter().any(|c| c.starts_with("Unmount(")), "{calls:?}");
     assert!(!calls.contains(&"PowerOff".to_owned()), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_stick_is_read_mounted_read_only_also_when_write_protected_and_stays_powered() {
+    let s = stand_in("org.galen.test.UDisks2.read", &[Device { read_only: true, ..STICK }]).await;
+    let stick = s.client.the_stick().await.unwrap();
+    let top = s.client.mount_read_only(&stick).await.unwrap();
+    assert_eq!(top, s.mount_point.path());
+    s.client.unmount(&stick).await.unwrap();
+    let calls = s.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "mounted and unmounted, never powered off: {calls:?}");
+    assert!(calls[0].contains(&format!("\"{READ_ONLY_MOUNT_OPTIONS}\"")), "{calls:?}");
+    assert!(calls[0].contains("auth.no_user_interaction=Bool(true)"), "{calls:?}");
+    assert!(calls[1].starts_with("Unmount("), "{calls:?}");
 }

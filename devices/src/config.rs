@@ -6,10 +6,11 @@
 //! ```toml
 //! [[device]]
 //! name = "balance"                 # unique; used in every error and record
-//! kind = "balance"                 # balance | pump | heater
-//! protocol = "mt-sics"             # mt-sics | sbi | new-era | wm520 | eurotherm
+//! kind = "balance"                 # balance | pump | heater | emergency-stop
+//! protocol = "mt-sics"             # mt-sics | sbi | new-era | wm520 | eurotherm | modbus-di
 //! port = "/dev/serial/by-id/usb-Mettler_Toledo-if00"
-//! address = 1                      # new-era 0–99 (optional), wm520 1–16, eurotherm 1–247
+//! address = 1                      # new-era 0–99 (optional), wm520 1–16, eurotherm and
+//!                                  # modbus-di 1–247
 //! timeout_ms = 1000                # per request, reconnection included (default 1000)
 //! serial = { baud = 9600, data_bits = 8, parity = "none", stop_bits = 1, flow_control = "none" }
 //! calibration = { readability_g = 0.0001 }
@@ -23,7 +24,22 @@
 //! speed = 10.0                     # simulated seconds per real second, 1.0–100.0
 //! ```
 //!
-//! Protocol options: `safe_mode` (new-era), `echo` (wm520). Calibration: `readability_g`
+//! An emergency stop's monitoring contact on a Modbus RTU digital-input module has no
+//! calibration and no limits, only its wiring:
+//! ```toml
+//! [[device]]
+//! name = "estop"
+//! kind = "emergency-stop"
+//! protocol = "modbus-di"
+//! port = "/dev/galen/estop"
+//! address = 1
+//! input = 0                        # the discrete input the contact is wired to, 0–65535
+//! contact = "normally-closed"      # or "normally-open" (then a broken wire reads released)
+//! serial = { baud = 9600, data_bits = 8, parity = "none", stop_bits = 1 }
+//! ```
+//!
+//! Protocol options: `safe_mode` (new-era), `echo` (wm520), `input` and `contact` (modbus-di,
+//! both required: the wiring is not something to guess). Calibration: `readability_g`
 //! (balances), `syringe_diameter_mm` (new-era, required), `ml_per_rev` (wm520, required),
 //! `pulses_per_rev` (wm520), `decimals` (eurotherm, required: the display resolution that
 //! scales every register). Limits: `capacity_g` (balances, required),
@@ -38,6 +54,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::estop::modbus_di::ModbusDiOptions;
+use crate::estop::modbus_di::inputs::Contact;
 use crate::heater::eurotherm::EurothermOptions;
 use crate::link::{FlowControl, LinkPolicy, Parity, SerialSettings};
 use crate::pump::PumpLimits;
@@ -94,6 +112,8 @@ pub enum Kind {
     Pump,
     /// A heater's temperature controller.
     Heater,
+    /// An emergency stop's monitoring contact.
+    EmergencyStop,
 }
 
 /// The wire protocol.
@@ -110,6 +130,8 @@ pub enum Protocol {
     Wm520,
     /// Eurotherm 3216 over Modbus RTU.
     Eurotherm,
+    /// A Modbus RTU digital-input module (function 0x02).
+    ModbusDi,
 }
 
 impl fmt::Display for Protocol {
@@ -120,6 +142,7 @@ impl fmt::Display for Protocol {
             Self::NewEra => "new-era",
             Self::Wm520 => "wm520",
             Self::Eurotherm => "eurotherm",
+            Self::ModbusDi => "modbus-di",
         })
     }
 }
@@ -148,10 +171,13 @@ struct RawDevice {
     timeout_ms: Option<Spanned<u64>>,
     safe_mode: Option<Spanned<bool>>,
     echo: Option<Spanned<bool>>,
+    input: Option<Spanned<u16>>,
+    contact: Option<Spanned<String>>,
     serial: Spanned<RawSerial>,
     #[serde(default)]
     calibration: RawCalibration,
-    limits: Spanned<RawLimits>,
+    /// Required for every kind but the emergency stop, which has no limits.
+    limits: Option<Spanned<RawLimits>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,7 +200,7 @@ struct RawCalibration {
     decimals: Option<Spanned<u8>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     capacity_g: Option<Spanned<f64>>,
@@ -285,6 +311,11 @@ pub enum DeviceSpec {
         min_c: f64,
         /// Highest setpoint allowed, °C.
         max_c: f64,
+    },
+    /// An emergency stop's monitoring contact.
+    EmergencyStop {
+        /// Module address and wiring.
+        options: ModbusDiOptions,
     },
 }
 
@@ -452,6 +483,7 @@ impl Validator<'_> {
             Protocol::MtSics | Protocol::Sbi => Kind::Balance,
             Protocol::NewEra | Protocol::Wm520 => Kind::Pump,
             Protocol::Eurotherm => Kind::Heater,
+            Protocol::ModbusDi => Kind::EmergencyStop,
         };
         if *d.kind.get_ref() != expected_kind {
             return Err(self.invalid(
@@ -469,8 +501,27 @@ impl Validator<'_> {
             return Err(self.invalid(t.span(), &f("timeout_ms"), "must be between 10 and 60000"));
         }
         let c = &d.calibration;
-        let l = d.limits.get_ref();
-        let limits_at = d.limits.span();
+        let no_limits = RawLimits::default();
+        let l = d.limits.as_ref().map_or(&no_limits, Spanned::get_ref);
+        // Where a missing limit is reported: the limits table, or the device if it has none.
+        let limits_at = d.limits.as_ref().map_or_else(|| d.name.span(), Spanned::span);
+        if expected_kind != Kind::EmergencyStop && d.limits.is_none() {
+            return Err(self.invalid(
+                d.name.span(),
+                &f("limits"),
+                &format!("required for protocol {protocol}"),
+            ));
+        }
+        if protocol != Protocol::ModbusDi {
+            self.not_for(d.input.as_ref(), &f("input"), protocol)?;
+            self.not_for(d.contact.as_ref(), &f("contact"), protocol)?;
+        } else if let Some(limits) = &d.limits {
+            return Err(self.invalid(
+                limits.span(),
+                &f("limits"),
+                "does not apply to protocol modbus-di",
+            ));
+        }
         // Options and settings that belong to one protocol only.
         if protocol != Protocol::NewEra {
             self.not_for(d.safe_mode.as_ref(), &f("safe_mode"), protocol)?;
@@ -487,6 +538,22 @@ impl Validator<'_> {
         }
         if protocol != Protocol::Eurotherm {
             self.not_for(c.decimals.as_ref(), &f("calibration.decimals"), protocol)?;
+        }
+        if expected_kind == Kind::EmergencyStop {
+            let calibration = [
+                c.readability_g.as_ref().map(Spanned::span),
+                c.syringe_diameter_mm.as_ref().map(Spanned::span),
+                c.ml_per_rev.as_ref().map(Spanned::span),
+                c.pulses_per_rev.as_ref().map(Spanned::span),
+                c.decimals.as_ref().map(Spanned::span),
+            ];
+            if let Some(at) = calibration.into_iter().flatten().next() {
+                return Err(self.invalid(
+                    at,
+                    &f("calibration"),
+                    "does not apply to protocol modbus-di",
+                ));
+            }
         }
         if expected_kind != Kind::Balance {
             self.not_for(c.readability_g.as_ref(), &f("calibration.readability_g"), protocol)?;
@@ -665,6 +732,37 @@ impl Validator<'_> {
                     max_c: max,
                 }
             }
+            Protocol::ModbusDi => {
+                let input =
+                    self.required(d.input.as_ref(), name_at.clone(), &f("input"), protocol)?;
+                let contact = d.contact.as_ref().ok_or_else(|| {
+                    self.invalid(name_at.clone(), &f("contact"), "required for protocol modbus-di")
+                })?;
+                let contact = match contact.get_ref().as_str() {
+                    "normally-closed" => Contact::NormallyClosed,
+                    "normally-open" => Contact::NormallyOpen,
+                    _ => {
+                        return Err(self.invalid(
+                            contact.span(),
+                            &f("contact"),
+                            "must be \"normally-closed\" or \"normally-open\"",
+                        ));
+                    }
+                };
+                DeviceSpec::EmergencyStop {
+                    options: ModbusDiOptions {
+                        address: address(1, 247)?.ok_or_else(|| {
+                            self.invalid(
+                                name_at.clone(),
+                                &f("address"),
+                                "required for protocol modbus-di",
+                            )
+                        })?,
+                        input,
+                        contact,
+                    },
+                }
+            }
         };
         Ok(DeviceConfig {
             name,
@@ -771,6 +869,16 @@ timeout_ms = 500
 serial = { baud = 9600, data_bits = 8, parity = "none", stop_bits = 1 }
 calibration = { decimals = 1 }
 limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }
+
+[[device]]
+name = "estop"
+kind = "emergency-stop"
+protocol = "modbus-di"
+port = "/dev/galen/estop"
+address = 2
+input = 3
+contact = "normally-closed"
+serial = { baud = 9600, data_bits = 8, parity = "none", stop_bits = 1 }
 "#;
 
     fn check(text: &str) -> String {
@@ -804,6 +912,13 @@ limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }
             ("negative capacity", GOOD.replacen("capacity_g = 220.0", "capacity_g = -1.0", 1)),
             ("missing eurotherm decimals", GOOD.replacen("calibration = { decimals = 1 }\n", "", 1)),
             ("eurotherm decimals out of range", GOOD.replacen("decimals = 1", "decimals = 4", 1)),
+            ("limits on an emergency stop", GOOD.replacen("input = 3\n", "input = 3\nlimits = {}\n", 1)),
+            ("emergency stop without its contact", GOOD.replacen("contact = \"normally-closed\"\n", "", 1)),
+            ("emergency stop contact misspelt", GOOD.replacen("\"normally-closed\"", "\"nc\"", 1)),
+            ("emergency stop without its input", GOOD.replacen("input = 3\n", "", 1)),
+            ("emergency stop with a calibration", GOOD.replacen("input = 3\n", "input = 3\ncalibration = { decimals = 1 }\n", 1)),
+            ("contact on a heater", GOOD.replacen("calibration = { decimals = 1 }", "contact = \"normally-open\"\ncalibration = { decimals = 1 }", 1)),
+            ("heater without limits", GOOD.replacen("limits = { min_temperature_c = 5.0, max_temperature_c = 80.0 }\n", "", 1)),
             ("missing serial settings", GOOD.replacen("serial = { baud = 9600, data_bits = 8, parity = \"none\", stop_bits = 1 }\ncalibration", "calibration", 1)),
         ];
         let report: String = cases

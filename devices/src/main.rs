@@ -13,6 +13,10 @@ use galen_devices::balance::mt_sics::{MtSicsBalance, MtSicsEmulator, MtSicsModel
 use galen_devices::balance::sbi::{SbiBalance, SbiEmulator, SbiModel, SbiOptions};
 use galen_devices::balance::{Balance, ManualWeight, Wait};
 use galen_devices::config::{BalanceProtocol, DeviceSpec, PumpProtocol, UnitConfig};
+use galen_devices::estop::modbus_di::{
+    ModbusDiEmulator, ModbusDiEstop, ModbusDiModel, ModbusDiOptions,
+};
+use galen_devices::estop::{EmergencyStop, EstopPlant};
 use galen_devices::heater::eurotherm::{
     EurothermEmulator, EurothermHeater, EurothermModel, EurothermOptions,
 };
@@ -50,6 +54,8 @@ enum ProtocolArg {
     Wm520,
     /// Eurotherm 3216 over Modbus RTU.
     Eurotherm,
+    /// Emergency-stop contact on a Modbus RTU digital-input module (input 0, normally closed).
+    ModbusDi,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +152,8 @@ enum Command {
         #[arg(long)]
         disable: bool,
     },
+    /// Read an emergency stop's monitoring contact.
+    Estop(Target),
     /// Serve an emulator on a fresh pty and print its path, until Ctrl-C.
     Emulate {
         /// Which instrument to emulate.
@@ -174,6 +182,7 @@ enum Driver {
     NewEra(NewEraOptions),
     Wm520(Wm520Options),
     Eurotherm(EurothermOptions),
+    ModbusDi(ModbusDiOptions),
 }
 
 fn resolve(t: &Target) -> Result<Resolved> {
@@ -195,6 +204,7 @@ fn resolve(t: &Target) -> Result<Resolved> {
             DeviceSpec::Pump { protocol: PumpProtocol::NewEra(o), .. } => Driver::NewEra(*o),
             DeviceSpec::Pump { protocol: PumpProtocol::Wm520(o), .. } => Driver::Wm520(*o),
             DeviceSpec::Heater { options, .. } => Driver::Eurotherm(*options),
+            DeviceSpec::EmergencyStop { options } => Driver::ModbusDi(*options),
         };
         return Ok(Resolved {
             name: d.name.clone(),
@@ -230,6 +240,10 @@ fn resolve(t: &Target) -> Result<Resolved> {
                 ..EurothermOptions::default()
             })
         }
+        ProtocolArg::ModbusDi => Driver::ModbusDi(ModbusDiOptions {
+            address: t.address.unwrap_or(1),
+            ..ModbusDiOptions::default()
+        }),
     };
     let policy =
         LinkPolicy { timeout: Duration::from_millis(t.timeout_ms), ..LinkPolicy::default() };
@@ -392,6 +406,16 @@ async fn heater_command<H: Heater>(mut h: H, command: &Command) -> Result<()> {
     Ok(())
 }
 
+async fn estop_command<E: EmergencyStop>(mut e: E, command: &Command) -> Result<()> {
+    match command {
+        Command::Estop(_) | Command::Identify(_) => {
+            println!("{:?}", done(e.state().await)?);
+        }
+        _ => bail!("an emergency stop can only be read; see `devices --help`"),
+    }
+    Ok(())
+}
+
 async fn emulate(protocol: ProtocolArg, link: Option<PathBuf>, grams: f64) -> Result<()> {
     let mut background = Vec::new();
     let mut served = match protocol {
@@ -424,6 +448,11 @@ async fn emulate(protocol: ProtocolArg, link: Option<PathBuf>, grams: f64) -> Re
                 0.01,
             ));
             let e = EurothermEmulator::new(plant, EurothermModel::default());
+            Served::spawn(move |io| async move { e.serve(io).await })?
+        }
+        // Released; nothing presses it here (the hil rig's console does).
+        ProtocolArg::ModbusDi => {
+            let e = ModbusDiEmulator::new(EstopPlant::new(), ModbusDiModel::default());
             Served::spawn(move |io| async move { e.serve(io).await })?
         }
     };
@@ -461,7 +490,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Emulate { protocol, link, grams } => {
             return emulate(*protocol, link.clone(), *grams).await;
         }
-        Command::Identify(t) | Command::Zero(t) | Command::Stop(t) => t,
+        Command::Identify(t) | Command::Zero(t) | Command::Stop(t) | Command::Estop(t) => t,
         Command::Weight { target, .. }
         | Command::Tare { target, .. }
         | Command::Pump { target, .. }
@@ -476,6 +505,9 @@ async fn run(cli: Cli) -> Result<()> {
         Driver::Wm520(o) => pump_command(Wm520Pump::new(name, c, policy, o), &cli.command).await,
         Driver::Eurotherm(o) => {
             heater_command(EurothermHeater::new(name, c, policy, o), &cli.command).await
+        }
+        Driver::ModbusDi(o) => {
+            estop_command(ModbusDiEstop::new(name, c, policy, o), &cli.command).await
         }
     }
 }

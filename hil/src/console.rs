@@ -8,12 +8,13 @@
 //! add <material> <grams>   weigh a solid into the vessel on the balance by hand
 //! unplug <device>          pull a device's cable: its port vanishes
 //! replug <device>          plug it back in: a fresh pty behind the same link
+//! estop press|release      push the emergency stop in, or pull it back out
 //! status                   the plant's state now
 //! help                     the commands
 //! ```
 //! `<material>` is 1 to 64 letters, digits, '-' or '_' and not one of the plant's liquids;
 //! `<grams>` is a decimal number above 0 and at most the balance's capacity; `<device>` is
-//! `balance`, `syringe`, `peristaltic` or `heater`.
+//! `balance`, `syringe`, `peristaltic`, `heater` or `estop`.
 //!
 //! Every line that is not blank gets exactly one answer line: `ok <what was done>`, or
 //! `error: <why>` when nothing was done. Blank lines get none. On stdout, answers are the lines
@@ -28,13 +29,15 @@ Commands on stdin, one per line (each answered by one line, `ok ...` or `error: 
                            e.g. `add azathioprine 1.4`
   unplug <device>          pull a device's cable: its port vanishes
   replug <device>          plug it back in: a fresh pty behind the same link
+  estop press|release      push the emergency stop in (the actuators lose power), or pull
+                           it back out (nothing restarts by itself)
   status                   the plant's state now
   help                     the commands
-Devices: balance, syringe, peristaltic, heater. End of input leaves the rig running.";
+Devices: balance, syringe, peristaltic, heater, estop. End of input leaves the rig running.";
 
 /// The commands on one line, for the `help` answer.
-const SUMMARY: &str =
-    "commands: add <material> <grams>, unplug <device>, replug <device>, status, help";
+const SUMMARY: &str = "commands: add <material> <grams>, unplug <device>, replug <device>, estop press|release, \
+     status, help";
 
 /// A parsed console command.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +78,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         ("unplug", _) => return Err(CommandError::Usage("unplug <device>")),
         ("replug", [device]) => Command::Inject(Injection::Replug((*device).to_owned())),
         ("replug", _) => return Err(CommandError::Usage("replug <device>")),
+        ("estop", ["press"]) => Command::Inject(Injection::EmergencyStop(true)),
+        ("estop", ["release"]) => Command::Inject(Injection::EmergencyStop(false)),
+        ("estop", _) => return Err(CommandError::Usage("estop press|release")),
         ("status", []) => Command::Status,
         ("status", _) => return Err(CommandError::Usage("status")),
         ("help", _) => Command::Help,
@@ -141,6 +147,10 @@ mod tests {
             "add azathioprine 1.4 g",
             "unplug balance",
             "replug heater",
+            "estop press",
+            "estop release",
+            "estop",
+            "estop push",
             "unplug",
             "status",
             "status now",

@@ -10,7 +10,14 @@
 //! <dir>/syringe        symlink → /dev/pts/N (New Era NE-1000)
 //! <dir>/peristaltic    symlink → /dev/pts/N (Watson-Marlow 520)
 //! <dir>/heater         symlink → /dev/pts/N (Eurotherm 3216, Modbus RTU)
+//! <dir>/estop          symlink → /dev/pts/N (E-stop contact on a Modbus RTU input module)
 //! ```
+//!
+//! The E-stop is wired as on a real unit: pressing it cuts the actuators' power by itself (the
+//! plant's pumps stop and its heater gets nothing, whatever the emulators were told), and its
+//! normally-closed monitoring contact, on input 0 of a digital-input module, is all the
+//! supervisor sees of it. The instruments' serial interfaces stay powered, so their links
+//! keep answering while it is pressed.
 //!
 //! The unit file names the symlinks, not the ptys, so a device that is unplugged and plugged
 //! back (a new pty) keeps its path, as a udev `by-id` name does. It always carries a
@@ -34,6 +41,8 @@ use galen_devices::balance::sbi::{SbiEmulator, SbiModel};
 use galen_devices::balance::{PanSample, WeightSource};
 use galen_devices::config::{InvalidSpeed, Simulation, UnitConfig};
 use galen_devices::emulator::{Fault, FaultHandle};
+use galen_devices::estop::EstopPlant;
+use galen_devices::estop::modbus_di::{ModbusDiEmulator, ModbusDiModel};
 use galen_devices::heater::HeaterPlant;
 use galen_devices::heater::eurotherm::{EurothermEmulator, EurothermModel};
 use galen_devices::pty::Served;
@@ -55,8 +64,10 @@ pub const SYRINGE: &str = "syringe";
 pub const PERISTALTIC: &str = "peristaltic";
 /// The heater controller's device name.
 pub const HEATER: &str = "heater";
+/// The emergency stop's input module.
+pub const ESTOP: &str = "estop";
 /// Every device, in the unit file's order.
-pub const DEVICES: [&str; 4] = [BALANCE, SYRINGE, PERISTALTIC, HEATER];
+pub const DEVICES: [&str; 5] = [BALANCE, SYRINGE, PERISTALTIC, HEATER, ESTOP];
 
 /// Which balance dialect the rig's balance speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -117,7 +128,7 @@ pub enum RigError {
     #[error("the unit file the rig wrote is invalid: {0}")]
     UnitFile(#[from] galen_devices::config::ConfigError),
     /// No such device in the rig.
-    #[error("no device `{0}` in the rig (devices: balance, syringe, peristaltic, heater)")]
+    #[error("no device `{0}` in the rig (devices: balance, syringe, peristaltic, heater, estop)")]
     NoDevice(String),
     /// A speed the unit file cannot carry.
     #[error(transparent)]
@@ -138,6 +149,8 @@ pub enum Injection {
     Wire(String, Fault),
     /// A physical fault in the plant.
     Plant(PlantFault),
+    /// Someone presses (`true`) or releases (`false`) the emergency stop.
+    EmergencyStop(bool),
     /// The pharmacist weighs a solid into the vessel on the balance ([`Plant::add_by_hand`]).
     HandAddition {
         /// What (a name of letters, digits, '-', '_').
@@ -155,6 +168,8 @@ impl fmt::Display for Injection {
             Self::Wire(d, Fault::None) => write!(f, "{d}: wire fault cleared"),
             Self::Wire(d, fault) => write!(f, "{d}: wire fault {fault:?}"),
             Self::Plant(p) => write!(f, "plant: {p:?}"),
+            Self::EmergencyStop(true) => write!(f, "emergency stop pressed"),
+            Self::EmergencyStop(false) => write!(f, "emergency stop released"),
             Self::HandAddition { material, grams } => {
                 write!(f, "{grams} g of {material} added by hand")
             }
@@ -253,6 +268,7 @@ struct Shared {
     ports: [PumpPort; 2],
     heater: HeaterPlant,
     controller: EurothermEmulator,
+    estop: EstopPlant,
     slots: Mutex<BTreeMap<&'static str, Slot>>,
     events: Mutex<Vec<RigEvent>>,
     schedule: Mutex<Vec<(Trigger, Injection)>>,
@@ -336,6 +352,9 @@ impl Rig {
         let controller = EurothermEmulator::new(heater.clone(), EurothermModel::default());
         let e = controller.clone();
         spawners.push(spawner!(HEATER, e));
+        let estop = EstopPlant::new();
+        let e = ModbusDiEmulator::new(estop.clone(), ModbusDiModel::default());
+        spawners.push(spawner!(ESTOP, e));
 
         let mut slots = BTreeMap::new();
         for (name, faults, spawn) in spawners {
@@ -356,6 +375,7 @@ impl Rig {
             ports,
             heater,
             controller,
+            estop,
             slots: Mutex::new(slots),
             events: Mutex::new(Vec::new()),
             schedule: Mutex::new(Vec::new()),
@@ -423,7 +443,7 @@ impl Rig {
             Injection::Unplug(d) | Injection::Replug(d) | Injection::Wire(d, _) => {
                 self.name(d)?;
             }
-            Injection::Plant(_) => {}
+            Injection::Plant(_) | Injection::EmergencyStop(_) => {}
             // Refused now rather than when it fires, with nobody there to hear it.
             Injection::HandAddition { material, grams } => {
                 self.plant().lock().config().check_hand_addition(material, *grams)?;
@@ -493,6 +513,7 @@ impl Shared {
                 slot.faults.set(fault.clone());
             }
             Injection::Plant(fault) => self.plant.lock().apply(*fault),
+            Injection::EmergencyStop(pressed) => self.estop.set_pressed(*pressed),
             Injection::HandAddition { material, grams } => {
                 self.plant.lock().add_by_hand(material, *grams)?;
             }
@@ -524,22 +545,26 @@ async fn run_plant(shared: Arc<Shared>, tick: Duration, speed: f64) {
         last = now;
         let snapshot = {
             let mut plant = shared.plant.lock();
+            // The hardwired E-stop cuts the actuators' power, whatever they were told.
+            let powered = !shared.estop.pressed();
             for id in PumpId::ALL {
                 let c = shared.ports[index(id)].commanded();
                 plant.set_pump_drive(
                     id,
                     PumpDrive {
-                        running: c.running,
+                        running: c.running && powered,
                         forward: c.direction == Direction::Forward,
                         rate_ml_min: c.rate_ml_min,
                         remaining_ml: c.remaining_ml,
                     },
                 );
             }
-            // The controller's loop runs between requests too, as a real one does.
-            shared.controller.control();
-            plant.set_heater_output(shared.heater.output());
-            let report = plant.advance_to((now - start).as_secs_f64() * speed);
+            // The controller's loop runs between requests too, as a real one does, and its
+            // integral advances in plant time.
+            let to_s = (now - start).as_secs_f64() * speed;
+            shared.controller.control_for(to_s - plant.time_s());
+            plant.set_heater_output(if powered { shared.heater.output() } else { 0.0 });
+            let report = plant.advance_to(to_s);
             for id in PumpId::ALL {
                 let out = report.pump(id);
                 let port = &shared.ports[index(id)];
@@ -604,7 +629,10 @@ fn unit_file(config: &RigConfig, simulation: Simulation, dir: &Path) -> String {
          [[device]]\nname = \"{HEATER}\"\nkind = \"heater\"\nprotocol = \"eurotherm\"\n\
          port = {hp:?}\naddress = 1\ntimeout_ms = {timeout}\n{serial}\n\
          calibration = {{ decimals = {hdec} }}\n\
-         limits = {{ min_temperature_c = 0.0, max_temperature_c = 200.0 }}\n",
+         limits = {{ min_temperature_c = 0.0, max_temperature_c = 200.0 }}\n\n\
+         [[device]]\nname = \"{ESTOP}\"\nkind = \"emergency-stop\"\nprotocol = \"modbus-di\"\n\
+         port = {ep:?}\naddress = {eaddr}\ntimeout_ms = {timeout}\n{serial}\n\
+         input = {einput}\ncontact = \"normally-closed\"\n",
         speed = simulation.speed(),
         bp = port(BALANCE),
         read = p.balance.readability_g,
@@ -618,6 +646,9 @@ fn unit_file(config: &RigConfig, simulation: Simulation, dir: &Path) -> String {
         prate = p.peristaltic.ml_per_rev * p.peristaltic.max_rpm,
         hp = port(HEATER),
         hdec = EurothermModel::default().decimals,
+        ep = port(ESTOP),
+        eaddr = ModbusDiModel::default().address,
+        einput = ModbusDiModel::default().estop_input,
     )
 }
 

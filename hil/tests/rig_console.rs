@@ -140,13 +140,13 @@ async fn the_pharmacists_hand_on_stdin_shows_on_the_balance() {
         (
             "unplug scale",
             Some(
-                "error: no device `scale` in the rig (devices: balance, syringe, peristaltic, heater)",
+                "error: no device `scale` in the rig (devices: balance, syringe, peristaltic, heater, estop)",
             ),
         ),
         (
             "weigh 1.4",
             Some(
-                "error: unknown command `weigh` (commands: add <material> <grams>, unplug <device>, replug <device>, status, help)",
+                "error: unknown command `weigh` (commands: add <material> <grams>, unplug <device>, replug <device>, estop press|release, status, help)",
             ),
         ),
     ];
@@ -159,6 +159,9 @@ async fn the_pharmacists_hand_on_stdin_shows_on_the_balance() {
     let status = rig.ask("status").await;
     assert!(status.contains("0.000 g liquid and 1.400 g solids"), "refusals add nothing: {status}");
 
+    assert_eq!(rig.ask("estop press").await, "ok emergency stop pressed");
+    assert_eq!(rig.ask("estop release").await, "ok emergency stop released");
+    assert_eq!(rig.ask("estop").await, "error: usage: estop press|release");
     assert_eq!(rig.ask("unplug balance").await, "ok balance unplugged");
     let gone = balance.read(Wait::Immediate).await;
     assert!(matches!(gone, Err(LinkError::PortGone { .. })), "{gone:?}");

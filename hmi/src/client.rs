@@ -155,6 +155,26 @@ impl From<zbus::zvariant::Error> for ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// One lab report on the stick, as the appliance lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabFile {
+    /// Where it is on the stick (`/` between folders): the name to ask for it by.
+    pub name: String,
+    /// Last modified, Unix milliseconds, when the stick says.
+    pub modified_ms: Option<i64>,
+    pub size: u64,
+}
+
+/// What the USB stick offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnStick {
+    pub label: String,
+    /// Newest first.
+    pub lab_files: Vec<LabFile>,
+    /// Folders holding a recipe update; `""` is the stick's top folder.
+    pub recipe_updates: Vec<String>,
+}
+
 /// Patient data as the appliance takes it: `patient_id`, `weight_kg`, `age_years`,
 /// `phenotype.<GENE>`; a lab report file may come instead of typed phenotypes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,8 +249,26 @@ impl Client {
     /// appliance can read: the stick's). One line per recipe: `installed …`, `unchanged …`,
     /// `refused …: why` or `withdrawn …`. A repository refused as a whole is an error
     /// ([`Refusal::Recipes`]) saying why.
-    pub async fn install_recipes(&self, directory: &str) -> Result<Vec<String>> {
-        self.call("Recipes1", "Install", &(directory,)).await
+    /// What the USB stick offers, as the appliance lists it (it mounts the stick read-only for
+    /// the listing, and unmounts it again).
+    pub async fn stick(&self) -> Result<OnStick> {
+        let (label, labs, recipe_updates): (String, Vec<(String, i64, u64)>, Vec<String>) =
+            self.call("Stick1", "Contents", &()).await?;
+        let lab_files = labs
+            .into_iter()
+            .map(|(name, ms, size)| LabFile { name, modified_ms: (ms >= 0).then_some(ms), size })
+            .collect();
+        Ok(OnStick { label, lab_files, recipe_updates })
+    }
+
+    /// The bytes of a lab report the stick listed as `name`.
+    pub async fn read_lab_file(&self, name: &str) -> Result<Vec<u8>> {
+        self.call("Stick1", "ReadLabFile", &(name,)).await
+    }
+
+    /// Verifies and installs the recipe update the stick listed as `folder`.
+    pub async fn install_recipes(&self, folder: &str) -> Result<Vec<String>> {
+        self.call("Stick1", "InstallRecipes", &(folder,)).await
     }
 
     pub async fn activate(&self, id: &str, pin: &str) -> Result<u32> {

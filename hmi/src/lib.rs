@@ -10,17 +10,16 @@
 //! behind one mutex that no one holds across an await.
 
 pub mod client;
-pub mod stick;
 pub mod view;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use slint::{ComponentHandle as _, Model as _, ModelRc, SharedString, VecModel};
 
-use crate::client::{BatchCommand, Bus, Client, ClientError, PatientEntry, Refusal, Signing};
-use crate::stick::LabFile;
+use crate::client::{
+    BatchCommand, Bus, Client, ClientError, LabFile, PatientEntry, Refusal, Signing,
+};
 use crate::view::{Role, Screen, Trend, Unit};
 
 slint::slint! { export { AppWindow, GeneEntry, Hmi, Keyboard, NavItem, Row } from "ui/app.slint"; }
@@ -32,8 +31,6 @@ const TREND_SAMPLES: usize = 450;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub bus: Bus,
-    /// Where files on a USB stick appear: lab reports for a new batch, recipe updates for QA.
-    pub stick: PathBuf,
     /// Inactivity after which the screen locks (logs out).
     pub lock_after: Duration,
 }
@@ -216,15 +213,15 @@ impl Controller {
         });
     }
 
-    /// The patient as typed, with the chosen lab report's bytes (`lab` is its name in the
-    /// last listing; "" for typed phenotypes).
+    /// The patient as typed, and the chosen lab report's name on the stick (`lab` is its name
+    /// in the last listing; "" for typed phenotypes), for the appliance to read.
     fn patient(
         &self,
         id: &str,
         weight: &str,
         age: &str,
         lab: &str,
-    ) -> Result<PatientEntry, String> {
+    ) -> Result<(PatientEntry, Option<String>), String> {
         let s = self.state();
         let typed: Vec<(&str, &str)> =
             s.genes.iter().zip(&s.phenotypes).map(|(g, p)| (g.as_str(), p.as_str())).collect();
@@ -236,19 +233,21 @@ impl Controller {
             let file = s.lab_files.iter().find(|f| f.name == lab).ok_or_else(|| {
                 format!("{lab} is no longer in the list; choose the lab file again")
             })?;
-            Some((file.name.clone(), stick::read_lab_file(file).map_err(|e| e.to_string())?))
+            Some(file.name.clone())
         };
-        Ok(PatientEntry { fields, lab_file })
+        Ok((PatientEntry { fields, lab_file: None }, lab_file))
     }
 
-    /// Lists the lab reports on the stick, off the UI thread: a USB stick can be slow.
+    /// Asks the appliance what lab reports the stick holds, off the UI thread: a USB stick
+    /// can be slow. No stick, or one the appliance cannot read, is no files, and says why.
     fn look_for_lab_files(&self) {
-        let dir = self.options.stick.clone();
+        let client = self.client.clone();
         let this = self.clone();
         self.rt.spawn(async move {
-            let files = tokio::task::spawn_blocking(move || stick::lab_files(&dir))
-                .await
-                .unwrap_or_default();
+            let (files, why) = match client.stick().await {
+                Ok(on) => (on.lab_files, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
             let ui = this.ui.clone();
             let _ = ui.upgrade_in_event_loop(move |ui| {
                 let rows = files
@@ -262,7 +261,14 @@ impl Controller {
                     })
                     .collect();
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_lab_files_note(view::lab_files_note(files.len()).into());
+                let note = match &why {
+                    None => view::lab_files_note(files.len()),
+                    Some(ClientError::Refused { kind: Refusal::Usb, text }) => {
+                        format!("{text} — or type the phenotype")
+                    }
+                    Some(e) => format!("Cannot look at the stick: {e}"),
+                };
+                hmi.set_lab_files_note(note.into());
                 hmi.set_lab_files(model(rows));
                 this.state().lab_files = files;
             });
@@ -279,29 +285,28 @@ impl Controller {
         hmi.set_install_lines(model(Vec::new()));
         hmi.set_install_choices(model(Vec::new()));
         hmi.set_install_note("Looking for the manufacturer's recipe update on the stick…".into());
-        let dir = self.options.stick.clone();
         let client = self.client.clone();
         let this = self.clone();
         self.rt.spawn(async move {
-            let found = if chosen.is_empty() {
-                tokio::task::spawn_blocking(move || stick::recipe_repositories(&dir))
-                    .await
-                    .unwrap_or_default()
-            } else {
-                vec![(chosen.clone(), PathBuf::from(&chosen))]
+            // `chosen` is one of several the last look found ("" is the stick's top folder,
+            // so a choice is marked by the `/` in front).
+            let found = match chosen.strip_prefix('/') {
+                Some(folder) => Ok(vec![folder.to_owned()]),
+                None => client.stick().await.map(|on| on.recipe_updates),
             };
-            let outcome = match found.as_slice() {
-                [] => Install::NoneFound,
-                [(_, path)] => {
+            let outcome = match found.as_deref() {
+                Err(_) => Install::Done(found.map(|_| Vec::new())),
+                Ok([]) => Install::NoneFound,
+                Ok([folder]) => {
                     let ui = this.ui.clone();
                     let _ = ui.upgrade_in_event_loop(|ui| {
                         ui.global::<Hmi<'_>>().set_install_note(
                             "Checking the manufacturer's signatures and installing…".into(),
                         );
                     });
-                    Install::Done(client.install_recipes(&path.display().to_string()).await)
+                    Install::Done(client.install_recipes(folder).await)
                 }
-                several => Install::Choose(several.to_vec()),
+                Ok(several) => Install::Choose(several.to_vec()),
             };
             let ui = this.ui.clone();
             let _ = ui.upgrade_in_event_loop(move |ui| this.installed(&ui, outcome));
@@ -326,8 +331,8 @@ impl Controller {
                 );
                 let rows = found
                     .into_iter()
-                    .map(|(name, path)| Row {
-                        id: path.display().to_string().into(),
+                    .map(|name| Row {
+                        id: format!("/{name}").into(),
                         title: if name.is_empty() {
                             "The stick's top folder".into()
                         } else {
@@ -479,14 +484,15 @@ impl Controller {
 #[derive(Debug)]
 enum Install {
     NoneFound,
-    /// Several updates on the stick: (name on the stick, folder).
-    Choose(Vec<(String, PathBuf)>),
+    /// Several updates on the stick, by folder.
+    Choose(Vec<String>),
     Done(Result<Vec<String>, ClientError>),
 }
 
 /// "2026-11-20 14:03 UTC · in LAB/reports" for a lab report in the list.
 fn lab_file_detail(f: &LabFile) -> String {
-    let date = view::file_date(f.modified);
+    let modified = f.modified_ms.and_then(|ms| u64::try_from(ms).ok());
+    let date = view::file_date(modified.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)));
     match f.name.rsplit_once('/') {
         Some((folder, _)) => format!("{date} · in {folder}"),
         None => date,
@@ -754,7 +760,7 @@ pub fn init(
         let handler =
             move |id: SharedString, w: SharedString, a: SharedString, lab: SharedString| {
                 let Some(ui) = c.ui.upgrade() else { return };
-                let patient = match c.patient(&id, &w, &a, &lab) {
+                let (mut patient, lab) = match c.patient(&id, &w, &a, &lab) {
                     Ok(p) => p,
                     Err(e) => {
                         let hmi = ui.global::<Hmi<'_>>();
@@ -767,6 +773,10 @@ pub fn init(
                 let client = c.client.clone();
                 c.run(
                     async move {
+                        if let Some(name) = lab {
+                            patient.lab_file =
+                                Some((name.clone(), client.read_lab_file(&name).await?));
+                        }
                         if create {
                             client.create(&recipe, &patient).await
                         } else {

@@ -1,7 +1,6 @@
 //! `galen-hmi`: the touchscreen app. Connects to `applianced` over D-Bus and runs the window
 //! (winit on a desktop; DRM/KMS with the software renderer on the appliance's image).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -20,9 +19,6 @@ struct Args {
     /// The appliance's bus name.
     #[arg(long, default_value = BUS_NAME)]
     name: String,
-    /// Where a USB stick's files appear, for lab reports to import.
-    #[arg(long, default_value = "/media/galen")]
-    stick: PathBuf,
     /// Seconds without a touch before the screen locks.
     #[arg(long, default_value_t = view::LOCK_AFTER_S)]
     lock_after: u64,
@@ -43,8 +39,7 @@ fn main() -> Result<()> {
         .block_on(Client::connect(&bus, &args.name))
         .with_context(|| format!("connecting to {} on the {} bus", args.name, args.bus))?;
     let ui = AppWindow::new().context("creating the window")?;
-    let options =
-        Options { bus, stick: args.stick, lock_after: Duration::from_secs(args.lock_after) };
+    let options = Options { bus, lock_after: Duration::from_secs(args.lock_after) };
     let _running = galen_hmi::init(&ui, client, rt.handle().clone(), options);
     // Under systemd (the appliance's kiosk unit is Type=notify) "ready" means connected to
     // applianced and the event loop turning with the window shown: the timer fires only from

@@ -402,27 +402,14 @@ const NUDT15: &str = "NUDT15 phenotype (as on the lab report)";
 /// Where the lab's report sits on the stick, as the picker names it.
 const LAB_FILE: &str = "GALEN/lab/P-0042-tpmt.tsv";
 
-/// A stick as the appliance would see it mounted: the manufacturer's signed update and the
-/// lab's report, under the stick's label.
-fn stick(repo: &Path) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                copy(&e.path(), &to.join(e.file_name()));
-            } else {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
-    }
-    let stick = tempfile::tempdir().unwrap();
-    copy(repo, &stick.path().join("GALEN/recipes"));
+/// Puts the manufacturer's signed update and the lab's report, under a folder named like a
+/// stick's label, into the folder the appliance takes as its stick.
+fn put_on_stick(repo: &Path, stick: &Path) {
+    support::copy_dir(repo, &stick.join("GALEN/recipes"));
     let lab =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/examples/lab/tpmt-intermediate.tsv");
-    std::fs::create_dir_all(stick.path().join("GALEN/lab")).unwrap();
-    std::fs::copy(lab, stick.path().join(LAB_FILE)).unwrap();
-    stick
+    std::fs::create_dir_all(stick.join("GALEN/lab")).unwrap();
+    std::fs::copy(lab, stick.join(LAB_FILE)).unwrap();
 }
 
 /// What the flow's thread needs to know of the appliance.
@@ -442,14 +429,13 @@ fn login_new_batch_run_sign_export_through_the_screens() {
     let a = rt.block_on(appliance());
     let _server = rt.block_on(dbus::serve_bus(&address, a.svc.clone(), &name)).unwrap();
 
-    let stick = stick(&a.repo);
+    put_on_stick(&a.repo, &a.exports);
     let bus = Bus::Address(address.clone());
     let client = rt.block_on(Client::connect(&bus, &name)).unwrap();
     let ui = AppWindow::new().unwrap();
     ui.window().set_size(slint::PhysicalSize::new(1280, 800));
     ui.show().unwrap();
-    let options =
-        Options { bus, stick: stick.path().to_owned(), lock_after: Duration::from_secs(3600) };
+    let options = Options { bus, lock_after: Duration::from_secs(3600) };
     let running = galen_hmi::init(&ui, client, rt.handle().clone(), options);
 
     let screen = Screen { ui: ui.as_weak() };

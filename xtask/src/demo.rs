@@ -37,6 +37,25 @@ impl Steps {
     }
 }
 
+/// The lab's report on the demo's stick.
+const LAB_REPORT: &str = "lab/tpmt-intermediate.tsv";
+
+/// Copies a folder with everything in it.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run(hmi: bool) -> Result<()> {
     println!("Galen demo: what the appliance software can do end to end today.");
     let root = workspace_root();
@@ -80,6 +99,12 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
     let examples = root.join("recipes/examples");
     let (keys, repo) = (maker.join("keys"), maker.join("repo"));
     manufacturer(&root, &examples, &keys, &repo)?;
+    // The folder applianced takes as its USB stick: the update and the lab's report on it.
+    let stick = out.join("stick");
+    copy_dir(&repo, &stick.join("recipes"))?;
+    std::fs::create_dir_all(stick.join("lab"))?;
+    std::fs::copy(examples.join("lab/tpmt-intermediate.tsv"), stick.join(LAB_REPORT))?;
+    println!("    put the repository and the lab's report on the stick ({})", stick.display());
 
     steps.next("Commission the appliance and start its supervisor, applianced, on the unit");
     let mut daemon = Daemon::start(&out, &services, &keys.join("root.json"))?;
@@ -90,7 +115,8 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
     operator::add_people(&mut ctl, "admin")?;
 
     steps.next("QA installs the signed recipes from the manufacturer's stick and activates one");
-    ctl.show("quinn", &["recipes", "install", &repo.display().to_string()])?;
+    ctl.show("quinn", &["stick"])?;
+    ctl.show("quinn", &["recipes", "install", "--from-stick"])?;
     ctl.show("quinn", &["recipes", "activate", RECIPE])?;
     ctl.show("ada", &["recipes", "list"])?;
 
@@ -108,8 +134,7 @@ pub(crate) fn run(hmi: bool) -> Result<()> {
     steps.next(
         "A pharmacist enters the patient and the lab's TPMT result; a second person verifies",
     );
-    let lab = examples.join("lab/tpmt-intermediate.tsv").display().to_string();
-    let patient = operator::patient(RECIPE, &["--lab-file", &lab]);
+    let patient = operator::patient(RECIPE, &["--lab-on-stick", LAB_REPORT]);
     let preview: Vec<&str> =
         ["batch", "preview"].into_iter().chain(patient.iter().copied()).collect();
     ctl.show("ada", &preview)?;
@@ -458,7 +483,7 @@ impl Daemon {
             println!("      {line}");
         }
         println!(
-            "    $ applianced run --unit rig/unit.toml --trusted-root manufacturer/keys/root.json \\\n          --bus <private D-Bus> --export-to stick   (log: applianced.log)"
+            "    $ applianced run --unit rig/unit.toml --trusted-root manufacturer/keys/root.json \\\n          --bus <private D-Bus> --stick-dir stick   (log: applianced.log)"
         );
         let log = std::fs::File::create(out.join("applianced.log"))?;
         let mut cmd = Command::new(&applianced);
@@ -469,7 +494,7 @@ impl Daemon {
             .arg(trusted_root)
             .arg("--recipes")
             .arg(appliance.join("recipes"))
-            .args(["--bus", &services.dbus_address, "--export-to"])
+            .args(["--bus", &services.dbus_address, "--stick-dir"])
             .arg(out.join("stick"))
             .stdout(Stdio::piped())
             .stderr(log);

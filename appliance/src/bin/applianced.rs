@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use galen_appliance::records::{At, FirstAdmin, Integrity, RecordStore};
-use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::service::{Config, Service, StickAccess};
 use galen_appliance::supervisor::live::{Feed, Live, distribute};
 use galen_appliance::supervisor::recovery::recover;
 use galen_appliance::supervisor::runtime::{SystemClock, WallClock};
@@ -79,10 +79,11 @@ enum Cmd {
         /// The well-known name to claim (tests that share one bus give each daemon its own).
         #[arg(long, default_value = galen_appliance::dbus::NAME)]
         bus_name: String,
-        /// Write exports into this folder instead of onto a USB stick through udisks2
-        /// (for a developer's machine and the demo; never on the appliance).
-        #[arg(long)]
-        export_to: Option<PathBuf>,
+        /// A folder that stands in for the USB stick: exports are written into it, and lab
+        /// reports and recipe updates are taken from it, instead of through udisks2 (for a
+        /// developer's machine and the demo; never on the appliance).
+        #[arg(long, value_name = "DIR", alias = "export-to")]
+        stick_dir: Option<PathBuf>,
     },
 }
 
@@ -146,7 +147,7 @@ fn commission(cli: &Cli, admin: &str, name: &str) -> Result<()> {
 }
 
 async fn run(cli: &Cli) -> Result<()> {
-    let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, bus_name, export_to } =
+    let Cmd::Run { unit: unit_path, trusted_root, recipes, unit_model, bus, bus_name, stick_dir } =
         &cli.command
     else {
         unreachable!("run is only called for the run command")
@@ -179,9 +180,9 @@ async fn run(cli: &Cli) -> Result<()> {
     let live = Arc::new(tokio::sync::watch::channel(Live::default()).0);
     let feed = Feed::default();
     tokio::spawn(distribute(observed, live.clone(), feed.clone()));
-    let export = match export_to {
-        Some(dir) => ExportTarget::Directory(dir.clone()),
-        None => ExportTarget::Usb(Udisks::new(
+    let stick = match stick_dir {
+        Some(dir) => StickAccess::Directory(dir.clone()),
+        None => StickAccess::Usb(Udisks::new(
             zbus::Connection::system().await.context("connecting to udisks2 on the system bus")?,
             UDISKS2,
         )),
@@ -190,7 +191,7 @@ async fn run(cli: &Cli) -> Result<()> {
         site: cli.device_id.clone(),
         instruments: instruments(&unit),
         speed: unit.speed(),
-        export,
+        stick,
     };
     if unit.simulation.is_some() {
         tracing::warn!(

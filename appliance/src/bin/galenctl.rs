@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{CommandFactory as _, Parser, Subcommand};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
@@ -60,6 +60,9 @@ enum Cmd {
     /// Installed recipes: list, show, install from a stick, activate (QA).
     #[command(subcommand)]
     Recipes(RecipeCmd),
+    /// What is on the USB stick: lab reports and recipe updates (mounted read-only, then
+    /// unmounted again).
+    Stick,
     /// A patient's batch: preview, create, verify, start, scan, watch, sign, release.
     #[command(subcommand)]
     Batch(BatchCmd),
@@ -79,8 +82,18 @@ enum RecipeCmd {
     List,
     /// One recipe, whole (JSON).
     Show { id: String },
-    /// Verify and install a TUF repository from a folder (a stick).
-    Install { dir: PathBuf },
+    /// Verify and install a signed recipe update (a TUF repository): from the USB stick with
+    /// `--from-stick`, or from a folder on the unit.
+    Install {
+        /// A folder on the unit holding the repository.
+        #[arg(required_unless_present = "from_stick")]
+        dir: Option<PathBuf>,
+        /// Take the update from the USB stick: the one it holds, or FOLDER as `galenctl stick`
+        /// lists it when it holds several (`/` for the stick's top folder).
+        #[arg(long, value_name = "FOLDER", num_args = 0..=1, default_missing_value = "",
+              conflicts_with = "dir")]
+        from_stick: Option<String>,
+    },
     /// Activate the installed revision (QA, e-signature).
     Activate { id: String },
 }
@@ -102,9 +115,13 @@ struct PatientArgs {
     /// A phenotype as typed, e.g. `TPMT="Intermediate Metabolizer"` (repeatable).
     #[arg(long, value_name = "GENE=PHENOTYPE")]
     phenotype: Vec<String>,
-    /// A PharmCAT outside-call file from the lab.
-    #[arg(long)]
+    /// A PharmCAT outside-call file from the lab, on this computer.
+    #[arg(long, conflicts_with = "lab_on_stick")]
     lab_file: Option<PathBuf>,
+    /// A PharmCAT outside-call file from the lab on the USB stick, by the name `galenctl stick`
+    /// lists.
+    #[arg(long, value_name = "NAME")]
+    lab_on_stick: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +375,7 @@ async fn run(cli: Cli) -> Result<u8> {
             c.print(&n, || format!("{n} alarm(s) acknowledged"));
         }
         Cmd::Recipes(cmd) => recipes(&c, cmd).await?,
+        Cmd::Stick => stick(&c).await?,
         Cmd::Batch(cmd) => return batch(&c, cmd).await,
         Cmd::Records(cmd) => records(&c, cmd).await?,
         Cmd::Users(cmd) => users(&c, cmd).await?,
@@ -369,6 +387,7 @@ async fn status(c: &Client) -> Result<()> {
     let batch: String = c.property("BatchId").await?;
     let state: String = c.property("State").await?;
     let phase: String = c.property("Phase").await?;
+    let title: String = c.property("PhaseTitle").await?;
     let progress: f64 = c.property("Progress").await?;
     let weight: f64 = c.property("WeightGrams").await?;
     let stable: bool = c.property("WeightStable").await?;
@@ -378,7 +397,8 @@ async fn status(c: &Client) -> Result<()> {
     let instruction: String = c.property("Instruction").await?;
     let notice: String = c.property("Notice").await?;
     let v = serde_json::json!({
-        "batch": batch, "state": state, "phase": phase, "progress": progress,
+        "batch": batch, "state": state, "phase": phase, "phase_title": title,
+        "progress": progress,
         "weight_g": weight.is_finite().then_some(weight), "stable": stable,
         "temperature_c": temp.is_finite().then_some(temp),
         "instruction": instruction, "notice": notice,
@@ -390,7 +410,7 @@ async fn status(c: &Client) -> Result<()> {
             "batch        {}\nstate        {}\nphase        {} ({:.0} %)\nbalance      {}\ntemperature  {}",
             if batch.is_empty() { "none" } else { &batch },
             if state.is_empty() { "—" } else { &state },
-            if phase.is_empty() { "—" } else { &phase },
+            if phase.is_empty() { "—".to_owned() } else if title.is_empty() { phase.clone() } else { format!("{phase}: {title}") },
             progress * 100.0,
             num(weight, "g") + if stable { " (stable)" } else { "" },
             num(temp, "°C"),
@@ -431,9 +451,23 @@ async fn recipes(c: &Client, cmd: RecipeCmd) -> Result<()> {
             let s: String = c.call(I, "Details", &(id,)).await?;
             println!("{s}");
         }
-        RecipeCmd::Install { dir } => {
-            let dir = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
-            let lines: Vec<String> = c.call(I, "Install", &(dir.display().to_string(),)).await?;
+        RecipeCmd::Install { dir, from_stick } => {
+            let lines: Vec<String> = match (dir, from_stick) {
+                (_, Some(folder)) => {
+                    let folder = match folder.as_str() {
+                        "" => only_update(c).await?,
+                        "/" => String::new(),
+                        f => f.trim_matches('/').to_owned(),
+                    };
+                    c.call(STICK, "InstallRecipes", &(folder,)).await?
+                }
+                (Some(dir), None) => {
+                    let dir = std::fs::canonicalize(&dir)
+                        .with_context(|| format!("{}", dir.display()))?;
+                    c.call(I, "Install", &(dir.display().to_string(),)).await?
+                }
+                (None, None) => unreachable!("clap requires a folder or --from-stick"),
+            };
             c.print(&lines, || lines.join("\n"));
         }
         RecipeCmd::Activate { id } => {
@@ -444,10 +478,66 @@ async fn recipes(c: &Client, cmd: RecipeCmd) -> Result<()> {
     Ok(())
 }
 
+const STICK: &str = "org.galen.Stick1";
+
+/// What `Stick1.Contents` answers: label, lab files (name, modified ms or -1, bytes), updates.
+type StickContents = (String, Vec<(String, i64, u64)>, Vec<String>);
+
+async fn stick(c: &Client) -> Result<()> {
+    let (label, labs, updates): StickContents = c.call(STICK, "Contents", &()).await?;
+    let value = serde_json::json!({
+        "label": label,
+        "lab_files": labs.iter().map(|(name, modified_ms, size)| serde_json::json!({
+            "name": name, "modified_ms": (*modified_ms >= 0).then_some(*modified_ms), "size": size,
+        })).collect::<Vec<_>>(),
+        "recipe_updates": updates,
+    });
+    c.print(&value, || {
+        let mut s = format!("stick {label}");
+        if labs.is_empty() && updates.is_empty() {
+            s.push_str(": no lab reports (.tsv) and no recipe updates on it");
+        }
+        for (name, modified_ms, size) in &labs {
+            let when = jiff::Timestamp::from_millisecond(*modified_ms)
+                .ok()
+                .filter(|_| *modified_ms >= 0)
+                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| "date unknown".into());
+            s.push_str(&format!("\nlab report     {name}  ({when}, {size} bytes)"));
+        }
+        for u in &updates {
+            let shown = if u.is_empty() { "/ (the stick's top folder)" } else { u };
+            s.push_str(&format!("\nrecipe update  {shown}"));
+        }
+        s
+    });
+    Ok(())
+}
+
+/// The one recipe update on the stick; several are a choice the person must make.
+async fn only_update(c: &Client) -> Result<String> {
+    let (label, _, mut updates): StickContents = c.call(STICK, "Contents", &()).await?;
+    match updates.len() {
+        0 => {
+            bail!("the stick {label} holds no recipe update (a folder with metadata/ and targets/)")
+        }
+        1 => Ok(updates.remove(0)),
+        _ => bail!(
+            "the stick {label} holds {} recipe updates; name one: --from-stick FOLDER, one of: {}",
+            updates.len(),
+            updates
+                .iter()
+                .map(|u| if u.is_empty() { "/" } else { u.as_str() })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// (recipe, patient fields, lab file name, lab file bytes): the arguments of Preview and Create.
 type PatientCall = (String, HashMap<String, String>, String, Vec<u8>);
 
-fn patient(p: &PatientArgs) -> Result<PatientCall> {
+async fn patient(c: &Client, p: &PatientArgs) -> Result<PatientCall> {
     let mut fields = HashMap::from([("patient_id".to_owned(), p.patient_id.clone())]);
     if let Some(w) = &p.weight_kg {
         fields.insert("weight_kg".into(), w.clone());
@@ -461,12 +551,13 @@ fn patient(p: &PatientArgs) -> Result<PatientCall> {
             .ok_or_else(|| anyhow!("--phenotype {ph:?}: write GENE=PHENOTYPE"))?;
         fields.insert(format!("phenotype.{}", gene.trim()), text.trim().to_owned());
     }
-    let (name, bytes) = match &p.lab_file {
-        Some(f) => (
+    let (name, bytes) = match (&p.lab_file, &p.lab_on_stick) {
+        (Some(f), _) => (
             f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
         ),
-        None => (String::new(), Vec::new()),
+        (None, Some(name)) => (name.clone(), c.call(STICK, "ReadLabFile", &(name,)).await?),
+        (None, None) => (String::new(), Vec::new()),
     };
     Ok((p.recipe.clone(), fields, name, bytes))
 }
@@ -490,12 +581,12 @@ async fn batch(c: &Client, cmd: BatchCmd) -> Result<u8> {
     };
     match cmd {
         BatchCmd::Preview(p) => {
-            let (r, f, n, b) = patient(&p)?;
+            let (r, f, n, b) = patient(c, &p).await?;
             let calc: String = c.call(I, "Preview", &(r, f, n, b)).await?;
             if c.json { println!("{calc}") } else { println!("{}", calculation_text(&calc)) }
         }
         BatchCmd::Create(p) => {
-            let (r, f, n, b) = patient(&p)?;
+            let (r, f, n, b) = patient(c, &p).await?;
             let (id, calc): (String, String) = c.call(I, "Create", &(r, f, n, b)).await?;
             if c.json {
                 println!("{{\"batch\": {id:?}, \"calculation\": {calc}}}");

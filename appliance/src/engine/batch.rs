@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::continuity::{self, Continuity};
 use super::dispense::{self, Dispense};
 use super::safety::{Fault, Monitor};
 use super::state::{self, Command, State};
@@ -101,7 +102,10 @@ pub enum Event {
     Confirmed,
     /// Time passed with nothing else to say.
     Tick,
-    /// A fault detected outside the monitor (E-stop input, a device link lost).
+    /// A reading of the emergency stop's contact: `Ok(pressed)`, or `Err(why)` when its
+    /// module answered without the contact's state.
+    EmergencyStop(Result<bool, String>),
+    /// A fault detected outside the monitor (a device link lost, a command refused).
     Fault(Fault),
 }
 
@@ -146,6 +150,12 @@ pub enum Output {
         id: String,
         result: String,
     },
+    /// An interrupted weighing phase goes on after a hold against its original zero.
+    PhaseResumed {
+        index: usize,
+        id: String,
+        text: String,
+    },
     Alarm {
         fault: Fault,
         text: String,
@@ -187,6 +197,23 @@ pub struct Batch {
     setpoint: Option<f64>,
     /// Completed phases must not be redone after a restart.
     done: usize,
+    /// A weighing phase interrupted by a hold: the balance's view of it until the resume.
+    interrupted: Option<Continuity>,
+    /// The stable gross reading an accepted resume continues from.
+    resume_from: Option<f64>,
+    /// What the supervisor knows of the emergency stop.
+    estop: Estop,
+}
+
+/// The emergency stop as the batch knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Estop {
+    /// The unit has reported no E-stop (none configured, or not read yet).
+    Unknown,
+    Released,
+    Pressed,
+    /// Its monitoring was lost: the module is silent, unplugged or answers nonsense.
+    Lost,
 }
 
 /// Hysteresis for "at temperature".
@@ -204,6 +231,9 @@ impl Batch {
             gross: None,
             setpoint: None,
             done: 0,
+            interrupted: None,
+            resume_from: None,
+            estop: Estop::Unknown,
         }
     }
 
@@ -252,7 +282,18 @@ impl Batch {
     /// while the unit works on its own. For display only: nothing decides on it.
     pub fn instruction(&self) -> Option<String> {
         match self.state {
+            State::Held if self.estop_forbids().is_some() => {
+                return Some(format!(
+                    "Held: {}, acknowledge the alarm, then resume or abort",
+                    self.estop_forbids().unwrap_or_default()
+                ));
+            }
             State::Held => {
+                if let Some(why) = self.interrupted.as_ref().and_then(Continuity::broken) {
+                    return Some(format!(
+                        "Held: this dispense cannot continue ({why}); stop or abort the batch"
+                    ));
+                }
                 return Some(
                     "Held: deal with the cause, acknowledge the alarm, then resume or abort".into(),
                 );
@@ -320,12 +361,35 @@ impl Batch {
             Event::Operator(cmd) => self.operator(cmd, now, &mut out),
             Event::OutputsSettled => self.settled(now, &mut out),
             Event::Fault(f) => self.fault(f, now, &mut out),
+            Event::EmergencyStop(reading) => {
+                let was = self.estop;
+                self.estop = match reading {
+                    Ok(true) => Estop::Pressed,
+                    Ok(false) => Estop::Released,
+                    Err(_) => Estop::Lost,
+                };
+                if let Some(f) = self.monitor.estop(now, reading) {
+                    self.fault(f, now, &mut out);
+                } else if was == Estop::Pressed && self.estop == Estop::Released {
+                    // Recorded, and nothing more: only a person resumes.
+                    let phase = self.current_phase().map_or("batch", Planned::id).to_owned();
+                    out.push(Output::Deviation {
+                        phase,
+                        text: "emergency stop released; the batch stays as it is until someone \
+                               resumes it"
+                            .into(),
+                    });
+                }
+            }
             Event::Balance { grams, stable } => {
                 self.gross = grams;
                 if let Some(f) = self.monitor.balance(now, grams, stable) {
                     self.fault(f, now, &mut out);
                 } else if let (Some(g), true) = (grams, self.state.drives_outputs()) {
                     self.on_balance(g, stable, now, &mut out);
+                } else if let Some(c) = &mut self.interrupted {
+                    let broke = c.reading(grams, stable);
+                    self.note_break(broke, &mut out);
                 }
             }
             Event::Temperature { celsius } => {
@@ -364,6 +428,9 @@ impl Batch {
     fn transition(&mut self, cmd: Command, out: &mut Vec<Output>) -> bool {
         match state::next(self.state, cmd) {
             Ok(to) => {
+                if self.state == State::Running && to == State::Holding {
+                    self.interrupted = self.weighing_continuity();
+                }
                 out.push(Output::State { from: self.state, to });
                 self.state = to;
                 true
@@ -388,12 +455,29 @@ impl Batch {
                     out.extend([Output::StopAllPumps, Output::HeaterOff]);
                 }
             }
+            Command::Start | Command::Restart if self.estop_forbids().is_some() => {
+                let why = self.estop_forbids().unwrap_or_default();
+                out.push(Output::Refused { text: why.to_owned() });
+            }
             Command::Start => {
                 if self.transition(cmd, out) {
                     self.begin_phase(now, out);
                 }
             }
             Command::Restart => {
+                if self.state == State::Held
+                    && let Some(c) = &self.interrupted
+                {
+                    let id = self.current_phase().map(|p| p.id().to_owned()).unwrap_or_default();
+                    match c.verdict(&id) {
+                        Ok(gross) => self.resume_from = Some(gross),
+                        Err(why) => {
+                            // Held stays Held: stop and abort remain.
+                            out.push(Output::Refused { text: why.to_string() });
+                            return;
+                        }
+                    }
+                }
                 self.transition(cmd, out);
             }
             Command::Settled | Command::Finished => {
@@ -410,24 +494,106 @@ impl Batch {
             State::Restarting => {
                 let resumed = self.transition(Command::Settled, out);
                 if resumed {
-                    // The interrupted phase starts again from its beginning; finished phases
-                    // stay finished.
+                    // Finished phases stay finished. An interrupted weighing phase goes on
+                    // against its zero; any other starts again from its beginning.
                     self.index = self.done;
-                    self.begin_phase(now, out);
+                    let from = self.resume_from.take();
+                    self.interrupted = None;
+                    match from {
+                        Some(gross) => self.resume_weighing(gross, now, out),
+                        None => self.begin_phase(now, out),
+                    }
                 }
             }
             _ => {}
         }
     }
 
+    /// Why the E-stop forbids driving the outputs now, if it does.
+    fn estop_forbids(&self) -> Option<&'static str> {
+        match self.estop {
+            Estop::Pressed => Some("the emergency stop is pressed: release it first"),
+            Estop::Lost => Some(
+                "the emergency stop is not monitored (its input module does not answer): \
+                 restore it first",
+            ),
+            Estop::Unknown | Estop::Released => None,
+        }
+    }
+
     fn fault(&mut self, fault: Fault, now: Duration, out: &mut Vec<Output>) {
+        let estop_silent = matches!(&fault, Fault::LinkDown { device } | Fault::Stale { device, .. } if device == "estop");
+        if estop_silent {
+            self.estop = Estop::Lost;
+        }
         out.extend([Output::StopAllPumps, Output::HeaterOff]);
         self.setpoint = None;
         // Nothing is commanded to flow any more: the stall check has nothing to expect.
         self.monitor.pump_commanded("all", now, 0.0);
-        out.push(Output::Alarm { text: fault.describe(), fault });
+        out.push(Output::Alarm { text: fault.describe(), fault: fault.clone() });
         if matches!(self.state, State::Running | State::Restarting) {
             self.transition(Command::Hold, out);
+        }
+        // The hold's own cause counts too (a balance unplugged mid-dispense).
+        if let Some(c) = &mut self.interrupted {
+            let broke = c.fault(&fault);
+            self.note_break(broke, out);
+        }
+    }
+
+    /// The balance's view of the weighing phase being interrupted now, if it had a zero.
+    fn weighing_continuity(&self) -> Option<Continuity> {
+        match (&self.phase, self.current_phase()) {
+            (Running::Dispensing { d, .. }, _) if d.is_started() => {
+                Some(Continuity::new(d.zero_g(), d.spec().tolerance_g))
+            }
+            (
+                Running::Manual { zero: Some(z), .. },
+                Some(Planned::ManualDispense { tolerance_g, .. }),
+            ) => Some(Continuity::new(*z, *tolerance_g)),
+            _ => None,
+        }
+    }
+
+    /// Records, when it happens, that the interrupted phase lost its continuity.
+    fn note_break(&self, broke: Option<continuity::Break>, out: &mut Vec<Output>) {
+        if let Some(why) = broke {
+            let phase = self.current_phase().map(|p| p.id().to_owned()).unwrap_or_default();
+            out.push(Output::Deviation {
+                phase,
+                text: format!("this phase can no longer resume: {why}"),
+            });
+        }
+    }
+
+    /// Goes on with the interrupted weighing phase from a stable `gross` reading, against the
+    /// zero it took when it started.
+    fn resume_weighing(&mut self, gross: f64, now: Duration, out: &mut Vec<Output>) {
+        let Some(phase) = self.plan.get(self.index).cloned() else { return };
+        let (index, id) = (self.index, phase.id().to_owned());
+        match &mut self.phase {
+            Running::Dispensing { d, pump } => {
+                let (pump, zero, target) = (*pump, d.zero_g(), d.spec().target_g);
+                let action = d.resume(gross);
+                let text = format!(
+                    "resumed against the phase's zero: {:.2} g of {target:.2} g already in, \
+                     {:.2} g to go",
+                    gross - zero,
+                    (target - (gross - zero)).max(0.0)
+                );
+                out.push(Output::PhaseResumed { index, id, text });
+                self.dispense_action(Some(action), pump, now, out);
+            }
+            Running::Manual { zero: Some(zero), net } => {
+                *net = Some(gross - *zero);
+                let text = format!(
+                    "resumed against the phase's zero: {:.4} g already on the balance",
+                    gross - *zero
+                );
+                out.push(Output::PhaseResumed { index, id, text });
+            }
+            // Only weighing phases with a zero are resumed from a reading.
+            _ => self.begin_phase(now, out),
         }
     }
 
@@ -525,6 +691,16 @@ impl Batch {
         } else {
             return;
         };
+        self.dispense_action(action, pump, now, out);
+    }
+
+    fn dispense_action(
+        &mut self,
+        action: Option<dispense::Action>,
+        pump: Pump,
+        now: Duration,
+        out: &mut Vec<Output>,
+    ) {
         match action {
             Some(dispense::Action::Rate { ml_min }) => {
                 let g_s = match self.plan.get(self.index) {
@@ -725,6 +901,8 @@ mod tests {
         temp: f64,
         setpoint: Option<f64>,
         stalled: bool,
+        /// The E-stop's contact, if the unit has one: pressed or not.
+        estop: Option<bool>,
     }
 
     impl Unit {
@@ -737,6 +915,7 @@ mod tests {
                 temp: 21.0,
                 setpoint: None,
                 stalled: false,
+                estop: None,
             }
         }
         fn step(&mut self, dt: f64) {
@@ -759,12 +938,14 @@ mod tests {
                 }
             }
         }
-        fn readings(&self) -> [Event; 2] {
+        fn readings(&self) -> Vec<Event> {
             let g = ((self.mass - self.tare) * 100.0).round() / 100.0;
-            [
+            let mut events = vec![
                 Event::Balance { grams: Some(g), stable: self.flow_g_s.abs() < 0.002 },
                 Event::Temperature { celsius: Some((self.temp * 10.0).round() / 10.0) },
-            ]
+            ];
+            events.extend(self.estop.map(|pressed| Event::EmergencyStop(Ok(pressed))));
+            events
         }
     }
 
@@ -803,7 +984,7 @@ mod tests {
         for _ in 0..secs * 10 {
             *t0 += Duration::from_millis(100);
             unit.step(0.1);
-            let mut events: Vec<Event> = unit.readings().into();
+            let mut events = unit.readings();
             events.push(Event::Tick);
             match batch.current_phase() {
                 Some(Planned::Scan { .. }) if batch.state() == State::Running => {
@@ -865,7 +1046,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_pump_stops_everything_first_then_holds_and_a_restart_redoes_the_phase() {
+    fn a_stalled_pump_stops_everything_first_then_holds_and_a_resume_continues_the_dispense() {
         let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
         let mut unit = Unit::new();
         let mut t = Duration::ZERO;
@@ -889,12 +1070,310 @@ mod tests {
         unit.stalled = false;
         batch.handle(Event::Operator(Command::Restart), t);
         let out = batch.handle(Event::OutputsSettled, t);
-        assert!(
-            out.contains(&Output::PhaseStarted { index: 2, id: "dispense-vehicle".into() }),
-            "{out:?}"
-        );
+        assert!(out.iter().any(|o| matches!(o, Output::PhaseResumed { index: 2, .. })), "{out:?}");
+        unit.apply(&out);
         run(&mut batch, &mut unit, &mut t, 3_000);
         assert_eq!(batch.state(), State::Complete);
+    }
+
+    /// Runs until `until` holds, a second at a time, at most `secs` seconds.
+    fn run_until(
+        batch: &mut Batch,
+        unit: &mut Unit,
+        t: &mut Duration,
+        secs: u64,
+        until: impl Fn(&Batch, &Unit) -> bool,
+    ) -> Vec<Output> {
+        let mut all = Vec::new();
+        for _ in 0..secs {
+            if until(batch, unit) {
+                return all;
+            }
+            all.extend(run(batch, unit, t, 1));
+        }
+        panic!("not reached in {secs} s: {:?}", &all[all.len().saturating_sub(5)..]);
+    }
+
+    /// What happens between a hold mid-dispense and the operator's resume.
+    #[derive(Debug, Clone, Copy)]
+    enum WhileHeld {
+        Nothing,
+        /// The vessel is lifted off and put back.
+        Lifted,
+        BalanceLinkLost,
+        BalanceOverloaded,
+        /// The resume comes while the pan still moves, then again once it is stable.
+        ResumedWhileMoving,
+    }
+
+    /// How the dispense was interrupted.
+    #[derive(Debug, Clone, Copy)]
+    enum Cause {
+        Operator,
+        PumpStall,
+    }
+
+    /// A hold in the middle of a 40 g dispense, with 15 g in: a resume goes on against the
+    /// phase's zero and dispenses only the remainder, unless the balance lost sight of the
+    /// vessel meanwhile; then only stop and abort remain.
+    #[test]
+    fn a_resume_after_a_hold_mid_dispense_continues_against_the_zero_or_is_refused() {
+        use Cause::*;
+        use WhileHeld::*;
+        // (cause, while held, resumed?)
+        let cases = [
+            (Operator, Nothing, true),
+            (PumpStall, Nothing, true),
+            (Operator, ResumedWhileMoving, true),
+            (Operator, Lifted, false),
+            (Operator, BalanceLinkLost, false),
+            (PumpStall, BalanceOverloaded, false),
+        ];
+        for (cause, while_held, resumes) in cases {
+            let case = format!("{cause:?} / {while_held:?}");
+            let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+            let mut unit = Unit::new();
+            let mut t = Duration::ZERO;
+            batch.handle(Event::Operator(Command::Start), t);
+            run_until(&mut batch, &mut unit, &mut t, 600, |b, u| {
+                matches!(b.current_phase(), Some(Planned::Dispense { .. }))
+                    && u.mass - u.tare >= 15.0
+            });
+            assert!(matches!(batch.current_phase(), Some(Planned::Dispense { .. })), "{case}");
+            match cause {
+                Operator => {
+                    let out = batch.handle(Event::Operator(Command::Hold), t);
+                    unit.apply(&out);
+                }
+                PumpStall => {
+                    unit.stalled = true;
+                    run_until(&mut batch, &mut unit, &mut t, 60, |b, _| {
+                        b.state() == State::Holding
+                    });
+                    unit.stalled = false;
+                }
+            }
+            batch.handle(Event::OutputsSettled, t);
+            assert_eq!(batch.state(), State::Held, "{case}");
+            // The liquid in flight arrives and the pan settles.
+            let mut held = run(&mut batch, &mut unit, &mut t, 5);
+            let resume =
+                |batch: &mut Batch, t: Duration| batch.handle(Event::Operator(Command::Restart), t);
+            match while_held {
+                Nothing => {}
+                Lifted => {
+                    unit.mass -= 60.0;
+                    held.extend(run(&mut batch, &mut unit, &mut t, 3));
+                    unit.mass += 60.0;
+                    held.extend(run(&mut batch, &mut unit, &mut t, 3));
+                }
+                BalanceLinkLost => held.extend(
+                    batch.handle(Event::Fault(Fault::LinkDown { device: "balance".into() }), t),
+                ),
+                BalanceOverloaded => {
+                    held.extend(batch.handle(Event::Balance { grams: None, stable: false }, t));
+                    held.extend(run(&mut batch, &mut unit, &mut t, 3));
+                }
+                ResumedWhileMoving => {
+                    // A hand on the vessel: the pan reads low and moves.
+                    let g = (unit.mass - unit.tare).round();
+                    batch.handle(Event::Balance { grams: Some(g - 3.0), stable: false }, t);
+                    let out = resume(&mut batch, t);
+                    assert!(
+                        matches!(out.as_slice(), [Output::Refused { text }] if text.contains("wait until it is stable")),
+                        "{case}: {out:?}"
+                    );
+                    assert_eq!(batch.state(), State::Held, "{case}");
+                    held.extend(run(&mut batch, &mut unit, &mut t, 1));
+                }
+            }
+            let in_before = unit.mass - unit.tare;
+            let out = resume(&mut batch, t);
+            if !resumes {
+                assert!(
+                    matches!(out.as_slice(), [Output::Refused { text }] if text.contains("cannot continue against its zero") && text.ends_with("stop or abort the batch")),
+                    "{case}: {out:?}"
+                );
+                assert_eq!(batch.state(), State::Held, "{case}: refused, still held");
+                let noted = held.iter().filter(|o| matches!(o, Output::Deviation { text, .. } if text.starts_with("this phase can no longer resume"))).count();
+                assert_eq!(
+                    noted, 1,
+                    "{case}: the loss is recorded once, when it happens: {held:?}"
+                );
+                assert!(
+                    batch.instruction().is_some_and(|i| i.contains("stop or abort")),
+                    "{case}: {:?}",
+                    batch.instruction()
+                );
+                batch.handle(Event::Operator(Command::Abort), t);
+                batch.handle(Event::OutputsSettled, t);
+                assert_eq!(batch.state(), State::Aborted, "{case}");
+                continue;
+            }
+            assert_eq!(out, vec![Output::State { from: State::Held, to: State::Restarting }]);
+            let out = batch.handle(Event::OutputsSettled, t);
+            let resumed = out.iter().find_map(|o| match o {
+                Output::PhaseResumed { id, text, .. } => Some(format!("{id}: {text}")),
+                _ => None,
+            });
+            let resumed = resumed.unwrap_or_else(|| panic!("{case}: {out:?}"));
+            assert!(resumed.starts_with("dispense-vehicle: resumed against the phase's zero"));
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::PhaseStarted { .. })),
+                "{case}: the phase goes on, it does not start again: {out:?}"
+            );
+            unit.apply(&out);
+            let rest = run(&mut batch, &mut unit, &mut t, 3_000);
+            assert_eq!(batch.state(), State::Complete, "{case}");
+            let done = phases_done(&rest);
+            assert!(
+                done[0].starts_with("dispense-vehicle: ") && done[0].contains("within tolerance"),
+                "{case}: {done:?}"
+            );
+            let delivered = unit.mass - unit.tare;
+            assert!(
+                (delivered - 40.0).abs() <= 0.2,
+                "{case}: {delivered:.2} g in the vessel for 40 g ({in_before:.2} g before the resume)"
+            );
+        }
+    }
+
+    /// The E-stop pressed mid-dispense: outputs safe first, the batch held, the alarm raised;
+    /// release alone changes nothing but the record; a resume waits for the release, and for
+    /// the monitoring to be back when it was lost.
+    #[test]
+    fn the_emergency_stop_holds_the_batch_and_only_a_person_resumes_after_its_release() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let mut unit = Unit { estop: Some(false), ..Unit::new() };
+        let mut t = Duration::ZERO;
+        batch.handle(Event::Operator(Command::Start), t);
+        run_until(&mut batch, &mut unit, &mut t, 600, |b, u| {
+            matches!(b.current_phase(), Some(Planned::Dispense { .. })) && u.mass - u.tare >= 10.0
+        });
+        unit.estop = Some(true);
+        let out = batch.handle(Event::EmergencyStop(Ok(true)), t);
+        assert_eq!(
+            out,
+            vec![
+                Output::StopAllPumps,
+                Output::HeaterOff,
+                Output::Alarm {
+                    fault: Fault::EmergencyStop,
+                    text: "emergency stop pressed".into()
+                },
+                Output::State { from: State::Running, to: State::Holding },
+            ]
+        );
+        unit.apply(&out);
+        batch.handle(Event::OutputsSettled, t);
+        assert_eq!(batch.state(), State::Held);
+        assert!(batch.handle(Event::EmergencyStop(Ok(true)), t).is_empty(), "reported once");
+        let refused = batch.handle(Event::Operator(Command::Restart), t);
+        assert_eq!(
+            refused,
+            vec![Output::Refused {
+                text: "the emergency stop is pressed: release it first".into()
+            }]
+        );
+        assert!(batch.instruction().is_some_and(|i| i.contains("release it first")));
+        run(&mut batch, &mut unit, &mut t, 3);
+        unit.estop = Some(false);
+        let released = batch.handle(Event::EmergencyStop(Ok(false)), t);
+        assert!(
+            matches!(released.as_slice(), [Output::Deviation { text, .. }] if text.starts_with("emergency stop released")),
+            "{released:?}"
+        );
+        run(&mut batch, &mut unit, &mut t, 3);
+        assert_eq!(batch.state(), State::Held, "release alone resumes nothing");
+
+        // Its module goes quiet: a fault of its own, and no resume until it answers again.
+        unit.estop = None;
+        let lost = batch.handle(Event::Fault(Fault::LinkDown { device: "estop".into() }), t);
+        assert!(lost.iter().any(|o| matches!(o, Output::Alarm { .. })), "{lost:?}");
+        let refused = batch.handle(Event::Operator(Command::Restart), t);
+        assert!(
+            matches!(refused.as_slice(), [Output::Refused { text }] if text.contains("not monitored")),
+            "{refused:?}"
+        );
+        let garbage = batch.handle(Event::EmergencyStop(Err("exception 0x04".into())), t);
+        assert!(
+            garbage.iter().any(|o| matches!(
+                o,
+                Output::Alarm { fault: Fault::EmergencyStopUnmonitored { .. }, .. }
+            )),
+            "{garbage:?}"
+        );
+        unit.estop = Some(false);
+        run(&mut batch, &mut unit, &mut t, 1);
+        assert_eq!(
+            batch.handle(Event::Operator(Command::Restart), t),
+            vec![Output::State { from: State::Held, to: State::Restarting }]
+        );
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert!(out.iter().any(|o| matches!(o, Output::PhaseResumed { .. })), "{out:?}");
+        unit.apply(&out);
+        run(&mut batch, &mut unit, &mut t, 3_000);
+        assert_eq!(batch.state(), State::Complete);
+        assert!((unit.mass - unit.tare - 40.0).abs() <= 0.2, "{}", unit.mass - unit.tare);
+    }
+
+    #[test]
+    fn a_hand_weighed_addition_interrupted_by_a_hold_keeps_its_zero() {
+        let plan = vec![Planned::ManualDispense {
+            id: "dispense-api".into(),
+            material: "azathioprine".into(),
+            target_g: 1.0,
+            tolerance_g: 0.01,
+        }];
+        let mut batch = Batch::new(plan, Monitor::new(Limits::default()));
+        let s = Duration::from_secs;
+        let weigh =
+            |b: &mut Batch, t, g, stable| b.handle(Event::Balance { grams: Some(g), stable }, s(t));
+        batch.handle(Event::Operator(Command::Start), s(0));
+        weigh(&mut batch, 1, 120.0, true);
+        weigh(&mut batch, 2, 120.6, true);
+        batch.handle(Event::Operator(Command::Hold), s(2));
+        batch.handle(Event::OutputsSettled, s(2));
+        weigh(&mut batch, 3, 120.6, true);
+        batch.handle(Event::Operator(Command::Restart), s(3));
+        let out = batch.handle(Event::OutputsSettled, s(3));
+        assert!(
+            out.iter().any(|o| matches!(o, Output::PhaseResumed { text, .. } if text.contains("0.6000 g already"))),
+            "{out:?}"
+        );
+        // The hand adds the remaining 0.4 g; the zero is still the empty vessel's.
+        weigh(&mut batch, 4, 121.0, true);
+        let ok = batch.handle(Event::Confirmed, s(4));
+        assert!(
+            ok.iter().any(
+                |o| matches!(o, Output::PhaseDone { result, .. } if result.starts_with("1.0000 g"))
+            ),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn a_hold_before_the_dispense_took_its_zero_starts_the_phase_again() {
+        let mut batch = Batch::new(plan(), Monitor::new(Limits::default()));
+        let t = Duration::ZERO;
+        batch.handle(Event::Operator(Command::Start), t);
+        batch.handle(
+            Event::Scanned {
+                material: "vehicle".into(),
+                lot: "L1".into(),
+                expiry: Date(2027, 1, 1),
+                today: Date(2026, 11, 21),
+            },
+            t,
+        );
+        batch.handle(Event::Tared, t);
+        assert_eq!(batch.current_phase().map(Planned::id), Some("dispense-vehicle"));
+        // No reading has come since the phase began: it has no zero, nothing went in.
+        batch.handle(Event::Operator(Command::Hold), t);
+        batch.handle(Event::OutputsSettled, t);
+        batch.handle(Event::Operator(Command::Restart), t);
+        let out = batch.handle(Event::OutputsSettled, t);
+        assert!(out.contains(&Output::PhaseStarted { index: 2, id: "dispense-vehicle".into() }));
     }
 
     #[test]

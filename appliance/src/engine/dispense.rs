@@ -121,6 +121,40 @@ impl Dispense {
         ((gross_g - self.tare_g) / self.spec.target_g).clamp(0.0, 1.0)
     }
 
+    /// The zero of this dispense (the gross reading it started from).
+    pub fn zero_g(&self) -> f64 {
+        self.tare_g
+    }
+
+    /// What this dispense must deliver.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Goes on after a hold, from a stable gross reading taken against the original zero: what
+    /// is in already counts, and only the remainder is dispensed (coarse or fine by how much
+    /// remains). If the target is already reached (the hold came while settling, or in-flight
+    /// mass completed it) the verdict comes at once. Top-ups used before the hold stay used.
+    pub fn resume(&mut self, gross_g: f64) -> Action {
+        let net = gross_g - self.tare_g;
+        let (target, tol) = (self.spec.target_g, self.spec.tolerance_g);
+        if net > target + tol {
+            self.step = Step::Done;
+            return Action::Done(Outcome::Over { dispensed_g: net });
+        }
+        if net >= target - tol {
+            self.step = Step::Done;
+            return Action::Done(Outcome::Within { dispensed_g: net, top_ups: self.top_ups });
+        }
+        if target - net > self.fine_band() {
+            self.step = Step::Coarse;
+            Action::Rate { ml_min: self.coarse_ml_min() }
+        } else {
+            self.step = Step::Fine;
+            Action::Rate { ml_min: self.fine_ml_min() }
+        }
+    }
+
     /// The lag learned so far (s), for the record and for the next dispense.
     pub fn lag_s(&self) -> f64 {
         self.lag_s
@@ -292,6 +326,34 @@ mod tests {
         let tight = Spec { tolerance_g: 0.01, ..spec(10.0) };
         let (out, _) = run(tight, 6.0);
         assert!(matches!(out, Outcome::Over { .. }), "{out:?}");
+    }
+
+    /// A hold mid-dispense, then a resume from the settled weight: only the remainder goes in,
+    /// against the zero the dispense started from.
+    #[test]
+    fn a_resume_dispenses_only_the_remainder_against_the_original_zero() {
+        let secs = Duration::from_secs;
+        let cases = [
+            // (settled gross at the resume, the action)
+            (130.0, Action::Rate { ml_min: 60.0 }),
+            (147.5, Action::Rate { ml_min: 6.0 }),
+            (149.9375, Action::Done(Outcome::Within { dispensed_g: 49.9375, top_ups: 0 })),
+            (150.5, Action::Done(Outcome::Over { dispensed_g: 50.5 })),
+        ];
+        for (gross, expected) in cases {
+            let mut d = Dispense::new(spec(50.0), Tuning::default());
+            assert_eq!(d.start(100.0), Action::Rate { ml_min: 60.0 });
+            assert_eq!(d.reading(secs(1), 110.0, false), None);
+            // Held here: the pump stopped; the runtime resumes from a stable reading.
+            assert_eq!(d.resume(gross), expected, "{gross}");
+            assert_eq!(d.zero_g(), 100.0, "the zero is the one the dispense started from");
+        }
+        let mut d = Dispense::new(spec(50.0), Tuning::default());
+        d.start(100.0);
+        d.resume(130.0);
+        // Coarse until the fine band (5 g) minus the in-flight mass (1.06 g/s × 1 s).
+        assert_eq!(d.reading(secs(2), 143.0, false), None);
+        assert_eq!(d.reading(secs(3), 144.0, false), Some(Action::Rate { ml_min: 6.0 }));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! in as values, commands go out as values, and the runtime applies them.
 
 pub mod batch;
+pub mod continuity;
 pub mod dispense;
 pub mod plan;
 pub mod restart;
 pub mod safety;
 pub mod state;
+pub mod words;

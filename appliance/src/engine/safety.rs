@@ -8,7 +8,13 @@
 //! resetting the error. We add what a compounding unit also needs: heating while the target is
 //! off (a heater stuck on), staying above `target + hysteresis` (the same cumulative error, the
 //! other way), and an absolute maximum. A reading older than `stale_after` is a fault, as in
-//! Klipper's `QUELL_STALE_TIME`.
+//! Klipper's `QUELL_STALE_TIME`; it is reported once per silence, not on every tick.
+//!
+//! The emergency stop's contact is watched too: pressed is a fault, and so is not knowing (a
+//! module that answers with an exception, and, through the staleness check and the actor's
+//! `LinkDown`, one that does not answer at all). Each is reported once, when it begins; the
+//! hardwired circuit has already cut the actuators' power, the monitor makes the supervisor
+//! know it.
 //!
 //! Pure: time comes in as the duration since the monitor started.
 
@@ -103,6 +109,10 @@ pub enum Fault {
         limit_g: f64,
     },
     EmergencyStop,
+    /// The E-stop's input module answers, but not with the contact's state.
+    EmergencyStopUnmonitored {
+        why: String,
+    },
     LinkDown {
         device: String,
     },
@@ -142,6 +152,9 @@ impl Fault {
                 format!("vessel over its limit: {mass_g:.2} g, limit {limit_g:.2} g")
             }
             Self::EmergencyStop => "emergency stop pressed".into(),
+            Self::EmergencyStopUnmonitored { why } => {
+                format!("emergency stop not monitored: {why}")
+            }
             Self::LinkDown { device } => format!("{device}: link lost"),
             Self::DeviceRefused { device, why } => {
                 format!("{device} did not do as commanded: {why}")
@@ -179,6 +192,10 @@ pub struct Monitor {
     unstable_since: Option<Duration>,
     flow: Option<Flow>,
     mass_limit: Option<f64>,
+    /// Devices whose silence has been reported; cleared when they speak again.
+    stale_reported: Vec<String>,
+    /// The E-stop as last read: `Some(Ok(pressed))`, `Some(Err(()))` unreadable, `None` never.
+    estop: Option<Result<bool, ()>>,
 }
 
 impl Monitor {
@@ -191,10 +208,13 @@ impl Monitor {
             unstable_since: None,
             flow: None,
             mass_limit: None,
+            stale_reported: Vec::new(),
+            estop: None,
         }
     }
 
     fn seen(&mut self, device: &str, now: Duration) {
+        self.stale_reported.retain(|d| d != device);
         match self.last_seen.iter_mut().find(|(d, _)| d == device) {
             Some((_, t)) => *t = now,
             None => self.last_seen.push((device.to_owned(), now)),
@@ -302,11 +322,24 @@ impl Monitor {
         None
     }
 
+    /// A reading of the E-stop's contact: `Ok(pressed)`, or `Err(why)` when the module answered
+    /// without its state. A fault when it becomes pressed or unreadable, once each time.
+    pub fn estop(&mut self, now: Duration, reading: Result<bool, String>) -> Option<Fault> {
+        self.seen("estop", now);
+        let was = self.estop.replace(reading.as_ref().map(|p| *p).map_err(|_| ()));
+        match reading {
+            Ok(true) if was != Some(Ok(true)) => Some(Fault::EmergencyStop),
+            Err(why) if was != Some(Err(())) => Some(Fault::EmergencyStopUnmonitored { why }),
+            _ => None,
+        }
+    }
+
     /// Checks what needs no new reading: staleness and pump stall.
     pub fn tick(&mut self, now: Duration) -> Option<Fault> {
         for (device, t) in &self.last_seen {
             let age = now.saturating_sub(*t);
-            if age > self.limits.stale_after {
+            if age > self.limits.stale_after && !self.stale_reported.contains(device) {
+                self.stale_reported.push(device.clone());
                 return Some(Fault::Stale { device: device.clone(), age_ms: millis(age) });
             }
         }
@@ -404,6 +437,36 @@ mod tests {
         assert_eq!(m.balance(s(0.0), Some(10.0), true), None);
         assert_eq!(m.tick(s(3.0)), None);
         assert_eq!(m.tick(s(3.5)), Some(Fault::Stale { device: "balance".into(), age_ms: 3500 }));
+    }
+
+    #[test]
+    fn silence_is_reported_once_until_the_device_speaks_again() {
+        let mut m = Monitor::new(Limits::default());
+        m.balance(s(0.0), Some(10.0), true);
+        assert!(m.tick(s(3.5)).is_some());
+        assert_eq!(m.tick(s(3.6)), None, "once per silence");
+        m.balance(s(4.0), Some(10.0), true);
+        assert!(m.tick(s(7.5)).is_some(), "a new silence");
+    }
+
+    #[test]
+    fn the_emergency_stop_faults_when_pressed_and_when_unreadable_once_each_time() {
+        let mut m = Monitor::new(Limits::default());
+        let unreadable = || Err("exception 0x04".to_owned());
+        let seq = [
+            (Ok(false), None),
+            (Ok(true), Some(Fault::EmergencyStop)),
+            (Ok(true), None),
+            (Ok(false), None),
+            (unreadable(), Some(Fault::EmergencyStopUnmonitored { why: "exception 0x04".into() })),
+            (unreadable(), None),
+            (Ok(true), Some(Fault::EmergencyStop)),
+        ];
+        for (i, (reading, fault)) in seq.into_iter().enumerate() {
+            assert_eq!(m.estop(s(i as f64 * 0.1), reading), fault, "step {i}");
+        }
+        // Silence from its module is staleness, as for any device.
+        assert!(matches!(m.tick(s(4.0)), Some(Fault::Stale { device, .. }) if device == "estop"));
     }
 
     #[test]

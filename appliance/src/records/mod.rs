@@ -147,6 +147,8 @@ pub enum RecordError {
     Auth(#[from] AuthError),
     #[error("there is already a user named {0:?}")]
     UserExists(String),
+    #[error(transparent)]
+    NewUser(#[from] users::NewUserError),
     #[error("user {0}'s account differs from what its audit trail records; it was altered")]
     UserTampered(u64),
     #[error("no user with id {0}")]
@@ -200,6 +202,12 @@ impl RecordStore {
     ) -> Result<Self, RecordError> {
         if path.exists() {
             return Err(RecordError::Exists(path.to_path_buf()));
+        }
+        // Before anything is created: an appliance commissioned without its administrator
+        // could never be administered.
+        users::check_new_user(admin.username, admin.full_name, admin.pin)?;
+        if admin.pin.len() < Policy::default().min_pin_len {
+            return Err(AuthError::PinTooShort(Policy::default().min_pin_len).into());
         }
         let conn = connect(path, rusqlite::OpenFlags::SQLITE_OPEN_CREATE)?;
         let mac_key = tpm.unseal_mac_key()?;
@@ -694,6 +702,7 @@ impl RecordStore {
         at: At,
     ) -> Result<u64, RecordError> {
         let NewUser { username, full_name, role, pin } = *user;
+        users::check_new_user(username, full_name, pin)?;
         if pin.chars().count() < self.policy.min_pin_len {
             return Err(AuthError::PinTooShort(self.policy.min_pin_len).into());
         }

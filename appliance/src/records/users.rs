@@ -135,6 +135,55 @@ pub enum AuthError {
     PinTooShort(usize),
 }
 
+/// The longest PIN the touchscreen's keypad takes.
+pub const MAX_PIN_LEN: usize = 12;
+/// The longest user name: a badge or a short login, not a sentence.
+pub const MAX_USERNAME_LEN: usize = 32;
+/// The longest printed name, as it fits a signature line of the record and the label.
+pub const MAX_FULL_NAME_LEN: usize = 80;
+
+/// Why a new account cannot be created as given. Checked before anything is stored, so that
+/// every account can be logged in to at the touchscreen, whose login keyboard has the letters
+/// a–z and the digits, and whose PIN keypad has digits only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NewUserError {
+    #[error(
+        "user name {0:?}: use 2 to {MAX_USERNAME_LEN} lower-case letters a-z and digits, \
+         starting with a letter (what the touchscreen's keyboard can type)"
+    )]
+    UserName(String),
+    #[error(
+        "printed name: 1 to {MAX_FULL_NAME_LEN} characters, no line breaks or control \
+         characters, not only spaces"
+    )]
+    FullName,
+    #[error("a PIN is digits only, at most {MAX_PIN_LEN} (what the touchscreen's keypad types)")]
+    Pin,
+}
+
+/// Checks a new account's name, printed name and PIN characters (the PIN's length against the
+/// policy is [`AuthError::PinTooShort`], checked by the store, for the API's named error).
+pub fn check_new_user(username: &str, full_name: &str, pin: &str) -> Result<(), NewUserError> {
+    let name_ok = (2..=MAX_USERNAME_LEN).contains(&username.len())
+        && username.starts_with(|c: char| c.is_ascii_lowercase())
+        && username.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !name_ok {
+        return Err(NewUserError::UserName(username.to_owned()));
+    }
+    let printed = full_name.chars().count();
+    if printed == 0
+        || printed > MAX_FULL_NAME_LEN
+        || full_name.trim().is_empty()
+        || full_name.chars().any(char::is_control)
+    {
+        return Err(NewUserError::FullName);
+    }
+    if pin.len() > MAX_PIN_LEN || !pin.chars().all(|c| c.is_ascii_digit()) {
+        return Err(NewUserError::Pin);
+    }
+    Ok(())
+}
+
 /// The working memory of every PIN hash in this process (19 MiB at the default cost),
 /// allocated once and reused. Allocated per hash, as the argon2 crate does by default, glibc
 /// kept the freed blocks in whichever arena the calling thread used: `applianced` grew by
@@ -332,6 +381,40 @@ mod tests {
         for meaning in [Meaning::Authored, Meaning::Verified, Meaning::Reviewed, Meaning::Released]
         {
             assert!(!permits(Role::Admin, Action::Sign(meaning)));
+        }
+    }
+
+    #[test]
+    fn a_new_account_is_what_the_touchscreen_can_type() {
+        for ok in ["ada", "qa2", "jsmith", "a1234567890123456789012345678901"] {
+            assert_eq!(check_new_user(ok, "Ada Lovelace", "123456"), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Ada",
+            "2ada",
+            "j.smith",
+            "jo smith",
+            "zoë",
+            "a12345678901234567890123456789012",
+        ] {
+            assert_eq!(
+                check_new_user(bad, "A Name", "123456"),
+                Err(NewUserError::UserName(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "   ", "Ada\nLovelace", &"x".repeat(MAX_FULL_NAME_LEN + 1)] {
+            assert_eq!(
+                check_new_user("ada", bad, "123456"),
+                Err(NewUserError::FullName),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_new_user("ada", "Zoë Ünal-Øster", "123456"), Ok(()), "any script");
+        for bad in ["12345a", "123 456", "１２３４５６", "1234567890123"] {
+            assert_eq!(check_new_user("ada", "Ada", bad), Err(NewUserError::Pin), "{bad:?}");
         }
     }
 

@@ -10,6 +10,7 @@
 mod batches;
 mod recipes;
 mod restore;
+mod stick;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::usb::{Udisks, UsbError};
 
 pub use batches::{BatchInfo, Calculation, PatientInput, Released};
 pub use recipes::RecipeSummary;
+pub use stick::OnStick;
 
 /// Who is calling: one client connection (a D-Bus unique name, or a peer-to-peer socket).
 /// A session belongs to the connection it was opened on and ends with it.
@@ -69,6 +71,8 @@ pub enum ServiceError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Usb(#[from] UsbError),
+    #[error(transparent)]
+    Stick(#[from] crate::stick::StickError),
     #[error("the label cannot be made: {0}")]
     Label(#[from] crate::label::LabelError),
     #[error(transparent)]
@@ -82,6 +86,7 @@ impl From<RecordError> for ServiceError {
             RecordError::Compromised(why) => Self::RecordsCompromised(why),
             RecordError::NoSuchBatch(b) => Self::NoSuchBatch(b),
             e @ (RecordError::UserExists(_)
+            | RecordError::NewUser(_)
             | RecordError::NoSuchUser(_)
             | RecordError::ReasonRequired(_)
             | RecordError::TooLarge { .. }) => Self::InvalidInput(e.to_string()),
@@ -90,12 +95,12 @@ impl From<RecordError> for ServiceError {
     }
 }
 
-/// Where exports go.
+/// Where the USB stick is: exports go onto it, lab reports and recipe updates come from it.
 #[derive(Debug)]
-pub enum ExportTarget {
+pub enum StickAccess {
     /// The one USB stick, through udisks2 (the appliance).
     Usb(Udisks),
-    /// A folder (the demo and tests on a developer's machine).
+    /// A folder standing in for it (the demo and tests on a developer's machine).
     Directory(PathBuf),
 }
 
@@ -108,7 +113,7 @@ pub struct Config {
     pub instruments: Instruments,
     /// Engine time per wall time: 1 on a real unit; a simulated unit's plant speed.
     pub speed: f64,
-    pub export: ExportTarget,
+    pub stick: StickAccess,
 }
 
 /// A logged-in person, as the caller sees it.
@@ -435,8 +440,8 @@ impl Service {
         let folder = format!("GALEN-EXPORT-{}", &stamp[..15]);
         let count = files.len();
         progress("writing", 0.6);
-        let (location, safe) = match &self.config.export {
-            ExportTarget::Directory(dir) => {
+        let (location, safe) = match &self.config.stick {
+            StickAccess::Directory(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
                     step: format!("creating {}", dir.display()),
                     source,
@@ -444,7 +449,7 @@ impl Service {
                 write_bundle(&mut MountedDir::new(dir), &folder, &files)?;
                 (dir.join(&folder).display().to_string(), false)
             }
-            ExportTarget::Usb(udisks) => {
+            StickAccess::Usb(udisks) => {
                 let written = self.runtime.block_on(async {
                     let stick = udisks.the_stick().await?;
                     udisks.write_export(&stick, &folder, files).await

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Caller, Needs, Service, ServiceError};
 use crate::records::NewEntry;
-use crate::records::users::Action;
+use crate::records::users::{Action, Session};
 
 /// One installed recipe as a list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,7 +70,7 @@ impl Service {
         Ok(recipe)
     }
 
-    /// Verifies and installs the recipes of a TUF repository in `dir` (a stick's mount point).
+    /// Verifies and installs the recipes of a TUF repository in `dir` (a folder on the unit).
     /// Returns one line per recipe: installed, unchanged, refused (with why) or withdrawn.
     pub fn install_recipes(
         &self,
@@ -79,6 +79,16 @@ impl Service {
     ) -> Result<Vec<String>, ServiceError> {
         let session =
             self.authorize(caller, "Recipes.Install", Needs::Permit(Action::ImportRecipes))?;
+        self.install_from(&session, dir, &dir.display().to_string())
+    }
+
+    /// Installs from `dir`, recording `source` as where the update came from.
+    pub(super) fn install_from(
+        &self,
+        session: &Session,
+        dir: &Path,
+        source: &str,
+    ) -> Result<Vec<String>, ServiceError> {
         let now = jiff::Timestamp::from_millisecond(self.clock.now().0)
             .map_err(|e| ServiceError::InvalidInput(format!("the clock is out of range: {e}")))?;
         let report = self.runtime.block_on(self.intake.from_directory(dir, now))?;
@@ -93,10 +103,10 @@ impl Service {
                     user_id: Some(session.user_id),
                     batch_id: Some(subject(r.id.as_str(), r.revision)),
                     new_value: Some(format!("{} revision {} installed", r.id, r.revision)),
-                    reason: Some(format!("signed update from {}", dir.display())),
+                    reason: Some(format!("signed update from {source}")),
                     payload: serde_json::json!({
                         "recipe": r.id.as_str(), "revision": r.revision, "sha256": i.sha256,
-                        "source": dir.display().to_string(),
+                        "source": source,
                         "tuf": { "root": report.versions.root, "targets": report.versions.targets,
                                  "snapshot": report.versions.snapshot, "timestamp": report.versions.timestamp },
                     }),

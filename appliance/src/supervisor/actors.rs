@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use galen_devices::balance::Wait;
+use galen_devices::estop::EstopState;
 use galen_devices::pump::Motion;
 use galen_devices::units::{Celsius, FlowRate, Stability, Volume};
-use galen_devices::{Balance, DeviceResult, Heater, Pump, RefusalReason};
+use galen_devices::{Balance, DeviceResult, EmergencyStop, Heater, Pump, RefusalReason};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a device reports to the supervisor.
@@ -43,6 +44,9 @@ pub enum Observed {
     /// The balance was tared. Sent on the same channel as the readings, so every reading
     /// after it was taken after the tare.
     Tared,
+    /// The emergency stop's contact: `Ok(pressed)`, or `Err(why)` when its module answered
+    /// without the contact's state (an exception).
+    EmergencyStop(Result<bool, String>),
 }
 
 /// How long a tare may wait for the pan to settle.
@@ -273,6 +277,38 @@ pub async fn heater<H: Heater>(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Reads the emergency stop's contact every `period`. It takes no commands: the E-stop is
+/// hardwired and acts by itself; the supervisor only has to know. Every reading is sent (the
+/// monitor judges staleness from them); a silent module is reported once as `LinkDown`.
+pub async fn estop<E: EmergencyStop>(
+    name: String,
+    mut e: E,
+    to: mpsc::Sender<Observed>,
+    period: Duration,
+) {
+    let mut link = LinkState { device: name.clone(), up: true };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if to.is_closed() {
+            return;
+        }
+        let observed = match e.state().await {
+            Ok(Ok(state)) => Observed::EmergencyStop(Ok(state == EstopState::Pressed)),
+            Ok(Err(refusal)) => Observed::EmergencyStop(Err(refusal.to_string())),
+            Err(error) => {
+                link.down(error.to_string(), &to).await;
+                continue;
+            }
+        };
+        link.up(&to).await;
+        if to.send(observed).await.is_err() {
+            return;
         }
     }
 }

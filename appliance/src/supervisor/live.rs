@@ -22,6 +22,8 @@ pub struct Live {
     pub state: Option<String>,
     /// The id of the phase running or next to run.
     pub phase: Option<String>,
+    /// That phase in words, with its target (see `Planned::title`).
+    pub phase_title: Option<String>,
     pub phase_index: usize,
     pub phase_count: usize,
     /// How far the phase has got, 0 to 1.
@@ -66,6 +68,15 @@ pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, fe
                 l.links_down.remove(device);
             }
             Observed::Tared | Observed::TareFailed { .. } => {}
+            // While a batch runs, its own alarm says it (and records it); with none, the unit
+            // still shows it.
+            Observed::EmergencyStop(Ok(true)) if feed.lock().is_ok_and(|f| f.is_none()) => {
+                let text = crate::engine::safety::Fault::EmergencyStop.describe();
+                if !l.alarms.contains(&text) {
+                    l.alarms.push(text);
+                }
+            }
+            Observed::EmergencyStop(_) => {}
         });
         let to = feed.lock().ok().and_then(|f| f.clone());
         if let Some(to) = to {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use galen_devices::balance::mt_sics::MtSicsBalance;
 use galen_devices::balance::sbi::{SbiBalance, SbiOptions};
 use galen_devices::config::{BalanceProtocol, DeviceSpec, PumpProtocol, UnitConfig};
+use galen_devices::estop::modbus_di::ModbusDiEstop;
 use galen_devices::heater::eurotherm::EurothermHeater;
 use galen_devices::pump::new_era::NewEraPump;
 use galen_devices::pump::wm520::Wm520Pump;
@@ -24,6 +25,9 @@ use runtime::Devices;
 
 /// How often the balance is read; the dispense controller's loop rate.
 pub const BALANCE_PERIOD: Duration = Duration::from_millis(100);
+/// How often the emergency stop's contact is read: the supervisor learns of a press within
+/// this (the hardwired circuit has cut the power already).
+pub const ESTOP_PERIOD: Duration = Duration::from_millis(100);
 /// How often the temperature is read.
 pub const HEATER_PERIOD: Duration = Duration::from_millis(500);
 
@@ -52,6 +56,8 @@ pub fn instruments(unit: &UnitConfig) -> Instruments {
                 i.balance_readability_g = *readability_g;
             }
             DeviceSpec::Heater { min_c, max_c, .. } => i.heater_c = Some((*min_c, *max_c)),
+            // No recipe asks for an E-stop: every unit must stop, whatever it makes.
+            DeviceSpec::EmergencyStop { .. } => {}
         }
     }
     i
@@ -68,6 +74,7 @@ pub fn start_devices(
         (BALANCE_PERIOD.div_f64(unit.speed()), HEATER_PERIOD.div_f64(unit.speed()));
     let mut balance = None;
     let mut heater = None;
+    let mut estops = 0;
     let mut pumps = Vec::new();
     for d in &unit.devices {
         let (name, connector, policy) = (d.name.clone(), d.connector(), d.policy());
@@ -125,6 +132,15 @@ pub fn start_devices(
                 let h = EurothermHeater::new(name.clone(), connector, policy, *options);
                 tokio::spawn(actors::heater(name, h, rx, observed.clone(), heater_period));
                 heater = Some(tx);
+            }
+            DeviceSpec::EmergencyStop { options } => {
+                estops += 1;
+                if estops > 1 {
+                    return Err(StartError::Several("emergency stop"));
+                }
+                let e = ModbusDiEstop::new(name.clone(), connector, policy, *options);
+                let period = ESTOP_PERIOD.div_f64(unit.speed());
+                tokio::spawn(actors::estop(name, e, observed.clone(), period));
             }
         }
     }

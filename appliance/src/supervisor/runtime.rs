@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actors::{Ack, BalanceCommand, HeaterCommand, Observed, PumpCommand};
 use super::live::LiveTx;
-use crate::engine::batch::{Batch, Event, Output, Pump};
+use crate::engine::batch::{Batch, Event, Output, Planned, Pump};
 use crate::engine::safety::Fault;
 use crate::engine::state::State;
 use crate::records::{At, NewEntry, RecordError, RecordStore};
@@ -168,6 +168,7 @@ impl<C: WallClock> Run<C> {
                         // Recovery needs an operator's restart; the engine has nothing to do.
                         Observed::LinkUp { .. } => continue,
                         Observed::Tared => Event::Tared,
+                        Observed::EmergencyStop(reading) => Event::EmergencyStop(reading),
                         Observed::TareFailed { why } => Event::Fault(Fault::DeviceRefused { device: "balance".into(), why }),
                     },
                     _ = tick.tick() => {
@@ -214,6 +215,7 @@ impl<C: WallClock> Run<C> {
             }
             l.state = Some(format!("{:?}", batch.state()));
             l.phase = batch.current_phase().map(|p| p.id().to_owned());
+            l.phase_title = batch.current_phase().map(Planned::title);
             l.phase_index = batch.phase_index();
             l.phase_count = batch.plan().len();
             l.progress = batch.progress(now);
@@ -320,6 +322,14 @@ impl<C: WallClock> Run<C> {
                 Output::PhaseDone { index, id, result } => {
                     self.record(NewEntry {
                         new_value: Some(result.clone()),
+                        payload: serde_json::json!({ "index": index }),
+                        ..self.entry(EntryKind::BatchState, &format!("phase.{id}"))
+                    })
+                    .await?;
+                }
+                Output::PhaseResumed { index, id, text } => {
+                    self.record(NewEntry {
+                        new_value: Some(text.clone()),
                         payload: serde_json::json!({ "index": index }),
                         ..self.entry(EntryKind::BatchState, &format!("phase.{id}"))
                     })

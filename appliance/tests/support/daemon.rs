@@ -100,7 +100,7 @@ pub fn start(
         .arg(root)
         .arg("--recipes")
         .arg(appliance.dir.path().join("recipes"))
-        .arg("--export-to")
+        .arg("--stick-dir")
         .arg(appliance.dir.path().join("exports"))
         .arg("--bus")
         .arg(bus())
@@ -121,6 +121,12 @@ pub fn start(
     // Keep reading so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (Daemon(child), ready, name)
+}
+
+/// Puts the manufacturer's signed `repo` on the folder that stands in for the stick of
+/// the daemons [`start`] runs for `appliance`.
+pub fn put_on_stick(appliance: &support::Rig, repo: &Path) {
+    support::copy_dir(repo, &appliance.dir.path().join("exports/MANUFACTURER"));
 }
 
 /// The private bus `cargo xtask test` starts.
@@ -185,8 +191,9 @@ pub fn galenctl_refused(name: &str, user: &str, args: &[&str]) -> String {
 }
 
 /// The people of a pharmacy (pharmacist ada, verifier vic, QA quinn), added by the
-/// administrator; QA installs the recipes of `repo` and activates `recipes`.
-pub fn staff(name: &str, repo: &Path, recipes: &[&str]) {
+/// administrator; QA installs the recipe update on the stick (see [`put_on_stick`]) and
+/// activates `recipes`.
+pub fn staff(name: &str, recipes: &[&str]) {
     for (user, full, role) in [
         ("ada", "Ada Lovelace", "pharmacist"),
         ("vic", "Victor Second", "verifier"),
@@ -198,7 +205,9 @@ pub fn staff(name: &str, repo: &Path, recipes: &[&str]) {
             &["users", "add", user, "--name", full, "--role", role, "--reason", "staff"],
         );
     }
-    galenctl(name, "quinn", &["recipes", "install", &repo.display().to_string()]);
+    let on_stick = galenctl(name, "quinn", &["stick"]);
+    assert!(on_stick.contains("recipe update  MANUFACTURER"), "{on_stick}");
+    galenctl(name, "quinn", &["recipes", "install", "--from-stick"]);
     for recipe in recipes {
         galenctl(name, "quinn", &["recipes", "activate", recipe]);
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use galen_appliance::engine::plan::Instruments;
 use galen_appliance::records::users::Role;
 use galen_appliance::records::{At, FirstAdmin, NewUser, RecordStore};
-use galen_appliance::service::{Config, ExportTarget, Service};
+use galen_appliance::service::{Config, Service, StickAccess};
 use galen_appliance::supervisor::live::{Feed, Live, LiveTx, distribute};
 use galen_appliance::supervisor::runtime::Devices;
 use galen_appliance::supervisor::runtime::SystemClock;
@@ -180,12 +180,16 @@ fn free_port_pair() -> u16 {
     }
 }
 
+/// Copies a folder with everything in it.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        } else if kind.is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
         }
     }
 }
@@ -226,9 +230,9 @@ pub fn test_recipe() -> (String, Vec<u8>) {
 
 /// The test recipe warmed and kept warm before the mix (`test-heated-suspension`): a heat
 /// phase `warm` to 28 °C (policy repeat) and a hold `keep-warm` at 27–29 °C for a minute
-/// (policy qa-decision). 28 °C because the rig's heater controller is proportional only and settles
-/// below its setpoint by 1/16 of the rise above the 22 °C room, which must stay within the
-/// engine's 0.5 °C "at temperature".
+/// (policy qa-decision). 28 °C keeps the heating short; the rig's controller (PI) settles at any
+/// setpoint, so this is no longer a limit (the folate example heats to 40 °C in
+/// `tests/examples.rs`).
 pub fn heated_recipe() -> (String, Vec<u8>) {
     let (_, text) = test_recipe();
     let text = String::from_utf8(text)
@@ -323,7 +327,7 @@ impl Appliance {
             site: DEVICE.into(),
             instruments: a.instruments,
             speed: 1.0,
-            export: ExportTarget::Directory(self.exports.clone()),
+            stick: StickAccess::Directory(self.exports.clone()),
         };
         self.svc = Arc::new(
             Service::new(
@@ -374,7 +378,7 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         site: DEVICE.into(),
         instruments: instruments(rig.unit()),
         speed: 1.0,
-        export: ExportTarget::Directory(exports.clone()),
+        stick: StickAccess::Directory(exports.clone()),
     };
     let again = Again {
         root,

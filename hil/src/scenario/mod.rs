@@ -69,6 +69,7 @@
 //! each reply), `slow` (`value` ms), `bad-checksum`, `clear`. Physics: `stall` (the pump runs
 //! and counts, nothing moves), `stall-alarm` (it notices and raises its alarm), `unstall`
 //! (device `syringe` or `peristaltic`); `drift` (`value` g/min), `freeze`, `thaw` (balance);
+//! `estop-press`, `estop-release` (estop: the button; it cuts the actuators' power);
 //! `stuck-on`, `unstick`, `sensor-break`, `sensor-mend` (heater); `ambient` (`value` °C, no
 //! device). By hand: `add-by-hand` (`material`, `grams`, no device), the `add-by-hand` step
 //! on a trigger.
@@ -800,6 +801,10 @@ fn injection(raw: &RawInjection, plant: &PlantConfig) -> Result<Injection, Strin
             Injection::Plant(PlantFault::SensorBreak(raw.inject == "sensor-break"))
         }
         "ambient" => Injection::Plant(PlantFault::AmbientStep(value("°C")?)),
+        "estop-press" | "estop-release" => {
+            only("estop")?;
+            Injection::EmergencyStop(raw.inject == "estop-press")
+        }
         other => return Err(format!("unknown fault `{other}`")),
     })
 }

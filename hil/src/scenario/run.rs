@@ -139,9 +139,12 @@ impl Drivers {
                 DeviceSpec::Heater { options, .. } => {
                     heater = Some(EurothermHeater::new(name, c, p, *options));
                 }
+                // Scenarios press the button (`inject = "estop-press"`); they have no step
+                // that reads its contact: watching it is the supervisor's job.
+                DeviceSpec::EmergencyStop { .. } => {}
             }
         }
-        // The rig writes exactly these four devices (Rig::start validates its unit file).
+        // The rig writes exactly these four devices and the E-stop (Rig::start validates its unit file).
         match (balance, syringe, peristaltic, heater) {
             (Some(balance), Some(syringe), Some(peristaltic), Some(heater)) => {
                 Self { balance, syringe, peristaltic, heater }

@@ -9,10 +9,11 @@
 //! Four boots of the same image, one after the other:
 //! 1. first boot: commissioning from SMBIOS credentials (admin, PIN, the unit file), then
 //!    applianced must report READY; checks what the image promises (read-only root, /var on
-//!    the data partition, named serial ports, the TPM), that udisks2 sees the stick and user
-//!    galen may mount it (the polkit rule); then a short personalised batch with `galenctl`
-//!    in the guest ([`check_batch`]: people added, the development manufacturer's recipe
-//!    installed from the stick, created, verified, run on the rig's instruments to Complete,
+//!    the data partition, named serial ports, the TPM), that udisks2 sees the stick; then a
+//!    short personalised batch with `galenctl` in the guest ([`check_batch`]: people added,
+//!    the stick listed, the development manufacturer's recipe installed from it, a batch
+//!    created from the lab report on it (applianced mounts the stick read-only through
+//!    udisks2 for each, and unmounts it), verified, run on the rig's instruments to Complete,
 //!    signed, released, exported by applianced to the stick through udisks2, which powers it
 //!    off); the touchscreen reports READY and a QMP screendump of it is saved as PNG;
 //! 2. baseline: our units masked on the kernel command line; time to the login prompt;
@@ -62,8 +63,13 @@ use crate::workspace_root;
 
 /// The instruments and the PCI slot of the UART each is wired to; the image's
 /// `70-galen-serial.rules` names `/dev/galen/<name>` after the same slots.
-const INSTRUMENTS: &[(&str, u8)] =
-    &[("balance", 0x10), ("syringe", 0x11), ("peristaltic", 0x12), ("heater", 0x13)];
+const INSTRUMENTS: &[(&str, u8)] = &[
+    ("balance", 0x10),
+    ("syringe", 0x11),
+    ("peristaltic", 0x12),
+    ("heater", 0x13),
+    ("estop", 0x14),
+];
 
 /// The first administrator the first boot commissions (test values, never a real unit's).
 const ADMIN_USER: &str = "admin";
@@ -71,6 +77,8 @@ const ADMIN_NAME: &str = "Boot Test Administrator";
 const ADMIN_PIN: &str = "246810";
 
 const STICK_LABEL: &str = "GALEN-STICK";
+/// The lab's report on the stick, as applianced lists it.
+const LAB_REPORT: &str = "lab/tpmt-intermediate.tsv";
 
 /// Our units; the baseline boot masks them.
 const OUR_UNITS: &[&str] = &["applianced.service", "galen-commission.service", "galen-hmi.service"];
@@ -292,8 +300,8 @@ fn guest_unit_file(rig_unit: &str, rig_dir: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// A FAT stick image, made without mounting (mkfs.vfat + mtools), with a README and the
-/// manufacturer's signed repository in `recipes/`.
+/// A FAT stick image, made without mounting (mkfs.vfat + mtools), with a README, the
+/// manufacturer's signed repository in `recipes/` and the lab's report in `lab/`.
 fn make_stick(dir: &Path, recipes: &Path) -> Result<PathBuf> {
     let stick = dir.join("stick.img");
     process::run(
@@ -307,6 +315,9 @@ fn make_stick(dir: &Path, recipes: &Path) -> Result<PathBuf> {
     std::fs::write(&readme, "Export stick for the Galen boot test.\n")?;
     process::run(mtools("mcopy", &stick).arg(&readme).arg("::/README.TXT"))?;
     process::run(mtools("mcopy", &stick).arg("-s").arg(recipes).arg("::/recipes"))?;
+    process::run(mtools("mmd", &stick).arg("::/lab"))?;
+    let report = workspace_root().join("recipes/examples/lab/tpmt-intermediate.tsv");
+    process::run(mtools("mcopy", &stick).arg(report).arg(format!("::/{LAB_REPORT}")))?;
     Ok(stick)
 }
 
@@ -389,7 +400,7 @@ fn boot(run: &Run, which: Boot, failed: &mut Vec<String>) -> Result<Timings> {
             soft(failed, check_image(agent));
             soft(failed, check_commissioned(agent));
             // Last: the export powers the stick off.
-            match check_stick(agent).and_then(|mount| check_batch(agent, &mount)) {
+            match check_stick(agent).and_then(|()| check_batch(agent)) {
                 Ok(folder) => t.export = Some(folder),
                 Err(e) => soft(failed, Err(e)),
             }
@@ -692,7 +703,7 @@ fn check_image(agent: &mut Agent) -> Result<()> {
         ),
         (
             "the serial ports have their udev names",
-            "for d in balance syringe peristaltic heater; do test -c /dev/galen/$d || { ls -l /dev/galen/ /dev/ttyS*; exit 1; }; done",
+            "for d in balance syringe peristaltic heater estop; do test -c /dev/galen/$d || { ls -l /dev/galen/ /dev/ttyS*; exit 1; }; done",
         ),
         ("the TPM belongs to group tss", "test \"$(stat -c %G /dev/tpmrm0)\" = tss"),
         (
@@ -722,9 +733,9 @@ fn check_commissioned(agent: &mut Agent) -> Result<()> {
     Ok(())
 }
 
-/// udisks2 sees the stick, and user galen may mount it (the polkit rule); returns where it is
-/// mounted, and leaves it mounted for [`check_batch`] to install the recipes from.
-fn check_stick(agent: &mut Agent) -> Result<String> {
+/// udisks2 sees the stick as a removable USB drive with a FAT filesystem (which is what
+/// applianced looks for), and nobody has it mounted.
+fn check_stick(agent: &mut Agent) -> Result<()> {
     let script = format!(
         r#"
         set -e
@@ -735,41 +746,34 @@ fn check_stick(agent: &mut Agent) -> Result<String> {
         for i in $(seq 1 150); do [ "$(p "$obj" Block IdLabel 2>/dev/null)" = '"{STICK_LABEL}"' ] && break; sleep 0.2; done
         drive=$(p "$obj" Block Drive | tr -d '"')
         echo "type=$(p "$obj" Block IdType) label=$(p "$obj" Block IdLabel) bus=$(p "$drive" Drive ConnectionBus) removable=$(p "$drive" Drive Removable)"
-        runuser -u galen -- udisksctl mount -b "$dev" -o noexec,nosuid,nodev --no-user-interaction
-        mnt=$(findmnt -no TARGET "$dev")
-        echo "mounted by user galen: $(ls "$mnt" | tr '\n' ' ')"
-        echo "$mnt"
+        echo "mounted at: $(findmnt -no TARGET "$dev" || true)"
         "#
     );
-    let out = agent.check(
-        "mounting the USB stick through udisks2 as user galen",
-        &script,
-        Duration::from_secs(120),
-    )?;
+    let out = agent.check("udisks2 sees the USB stick", &script, Duration::from_secs(120))?;
     let expected = format!("type=\"vfat\" label=\"{STICK_LABEL}\" bus=\"usb\" removable=true");
     if !out.lines().any(|l| l == expected) {
         bail!("udisks2 does not see the stick as expected ({expected}); the guest said:\n{out}");
     }
-    let listing = out.lines().find(|l| l.starts_with("mounted by user galen:")).unwrap_or("");
-    if !listing.contains("README.TXT") || !listing.contains("recipes") {
-        bail!("the stick was not mounted and read as expected; the guest said:\n{out}");
+    if !out.lines().any(|l| l == "mounted at: ") {
+        bail!("the stick is mounted before anybody asked for it; the guest said:\n{out}");
     }
-    for line in out.lines().filter(|l| !l.starts_with('/')) {
+    for line in out.lines() {
         println!("image: ok: stick: {line}");
     }
-    out.lines().last().map(str::to_owned).context("the guest named no mount point")
+    Ok(())
 }
 
 /// One short personalised batch, the way the people at the unit would run it with galenctl:
-/// the administrator adds them, QA installs the manufacturer's recipe from the stick (mounted
-/// by [`check_stick`]) and activates it, the pharmacist creates a batch for a TPMT
-/// intermediate metaboliser, a second person verifies, the unit runs it on the simulated
+/// the administrator adds them, QA lists the stick, installs the manufacturer's recipe from it
+/// and activates it, the pharmacist creates a batch from the lab's report on the stick (a
+/// TPMT intermediate metaboliser), a second person verifies, the unit runs it on the simulated
 /// instruments, the pharmacist signs, QA releases, and the inspector exports the record to the
-/// stick, which applianced mounts, writes, unmounts and powers off through udisks2. Returns
-/// the export's folder on the stick.
-fn check_batch(agent: &mut Agent, stick: &str) -> Result<String> {
+/// stick. applianced mounts the stick through udisks2 for each: read-only to take something
+/// in, then writable for the export, after which it powers it off. Returns the export's
+/// folder on the stick.
+fn check_batch(agent: &mut Agent) -> Result<String> {
     let step = Step::new("boot test: a batch on the unit, through galenctl in the guest");
-    let result = run_batch(agent, stick);
+    let result = run_batch(agent);
     if result.is_err() && !process::interrupted() {
         // What the unit and its supervisor said, for whoever reads the failure.
         let diagnosis = agent.run(
@@ -791,26 +795,19 @@ fn check_batch(agent: &mut Agent, stick: &str) -> Result<String> {
     Ok(folder)
 }
 
-fn run_batch(agent: &mut Agent, stick: &str) -> Result<String> {
+fn run_batch(agent: &mut Agent) -> Result<String> {
     let mut ctl = GuestCtl { agent };
     operator::add_people(&mut ctl, ADMIN_USER)?;
-    ctl.show("quinn", &["recipes", "install", &format!("{stick}/recipes")])?;
+    let on_stick = ctl.json("quinn", &["stick"])?;
+    println!("    on the stick: {on_stick}");
+    if on_stick["recipe_updates"] != serde_json::json!(["recipes"])
+        || on_stick["lab_files"][0]["name"] != LAB_REPORT
+    {
+        bail!("applianced does not list the stick's update and lab report: {on_stick}");
+    }
+    ctl.show("quinn", &["recipes", "install", "--from-stick"])?;
     ctl.show("quinn", &["recipes", "activate", SMOKE_RECIPE])?;
-    // Read; now it must go, or applianced could not mount it for the export.
-    ctl.agent.check(
-        "unmounting the stick after the recipes were read",
-        &format!("runuser -u galen -- udisksctl unmount -p block_devices/$(basename $(readlink -f /dev/disk/by-label/{STICK_LABEL})) --no-user-interaction"),
-        Duration::from_secs(60),
-    )?;
-    let patient = operator::patient(
-        SMOKE_RECIPE,
-        &[
-            "--phenotype",
-            "TPMT=Intermediate Metabolizer",
-            "--phenotype",
-            "NUDT15=Normal Metabolizer",
-        ],
-    );
+    let patient = operator::patient(SMOKE_RECIPE, &["--lab-on-stick", LAB_REPORT]);
     let create: Vec<&str> = ["batch", "create"].into_iter().chain(patient).collect();
     let created = ctl.json(operator::PHARMACIST, &create)?;
     let id = created["batch"].as_str().context("batch create printed no id")?.to_owned();

@@ -1,11 +1,20 @@
 //! A wire-level Eurotherm 3216 served by tokio-modbus's `rtu-server` over the shared register
-//! map. A proportional controller computes the output from the working setpoint and the PV the
-//! [`HeaterPlant`] reports.
+//! map. A PI controller computes the output from the working setpoint and the PV the
+//! [`HeaterPlant`] reports, as a real 3216 does (it runs PID; the derivative adds nothing a
+//! simulated vessel needs). Proportional action alone settles below the setpoint by the output
+//! the losses need divided by the gain (a 40 °C setpoint in a 22 °C room settled about 1 °C
+//! low), so the supervisor's "at temperature" was never reached above 30 °C; the integral
+//! removes that offset.
 //!
-//! tokio-modbus's RTU server takes a `SerialStream`, not any byte stream, so the emulator runs
-//! it on an internal pty and relays bytes between that pty and the caller's transport. The
-//! relay is also where wire faults are injected (garbage, noise, a broken CRC), since the
-//! server itself always frames correctly; silence and slowness are applied in the service.
+//! The integral advances only with explicit time ([`EurothermEmulator::control_for`], which the
+//! rig calls with the plant's time step), so the emulator reads no clock and a fast simulated
+//! plant integrates in plant time. Anti-windup: the integral stops growing while the output is
+//! saturated in the direction the error pushes (conditional integration) and is clamped to
+//! 0–100 %; it is cleared in manual and on a sensor break, so a return to automatic starts from
+//! proportional action alone.
+//!
+//! It is served through [`crate::modbus`]'s relay, which injects the wire faults (garbage,
+//! noise, a broken CRC); silence and slowness are applied in the service here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,14 +22,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use super::registers::{
     AUTO_MAN, EEPROM_BACKED, MAN_OP, PB, PV_IN, RM_SP, RM_SP_ENABLE, RNG_HI, RNG_LO, SP1, SP2,
-    STATUS, TG_SP, WKG_SP, WRK_OP, from_register, status, to_register,
+    STATUS, TG_SP, TI, WKG_SP, WRK_OP, from_register, status, to_register,
 };
-use crate::emulator::{Fault, FaultHandle, is_hangup};
+use crate::emulator::{Fault, FaultHandle};
 use crate::heater::HeaterPlant;
 
 /// The controller an emulator pretends to be.
@@ -34,11 +43,22 @@ pub struct EurothermModel {
     pub range_c: (f64, f64),
     /// Proportional band, °C (output 100 % at this error).
     pub proportional_band_c: f64,
+    /// Integral time, s (the integral adds the proportional output again in this time).
+    pub integral_time_s: f64,
 }
 
 impl Default for EurothermModel {
     fn default() -> Self {
-        Self { address: 1, decimals: 1, range_c: (0.0, 200.0), proportional_band_c: 10.0 }
+        // Ti well above the rig vessel's closed-loop time constant (about 20 s with this band
+        // and the sensor's lag), so the integral cannot drive an overshoot the supervisor's
+        // heater check (3 °C above target) would trip on.
+        Self {
+            address: 1,
+            decimals: 1,
+            range_c: (0.0, 200.0),
+            proportional_band_c: 10.0,
+            integral_time_s: 120.0,
+        }
     }
 }
 
@@ -48,6 +68,8 @@ struct Registers {
     eeprom_writes: u64,
     /// Registers whose writes are answered with an exception (fault injection).
     refused: Vec<u16>,
+    /// The integral term, percent of output.
+    integral_pct: f64,
 }
 
 #[derive(Debug)]
@@ -76,6 +98,7 @@ impl EurothermEmulator {
             (WRK_OP, 0),
             (WKG_SP, scaled(25.0)),
             (PB, scaled(model.proportional_band_c)),
+            (TI, to_register(model.integral_time_s, 0).unwrap_or(0)),
             (RNG_LO, scaled(model.range_c.0)),
             (RNG_HI, scaled(model.range_c.1)),
             (SP1, scaled(25.0)),
@@ -85,7 +108,12 @@ impl EurothermEmulator {
             (AUTO_MAN, 0),
             (RM_SP_ENABLE, 0),
         ]);
-        let registers = Mutex::new(Registers { words, eeprom_writes: 0, refused: Vec::new() });
+        let registers = Mutex::new(Registers {
+            words,
+            eeprom_writes: 0,
+            refused: Vec::new(),
+            integral_pct: 0.0,
+        });
         Self { shared: Arc::new(Shared { plant, model, registers, faults: FaultHandle::new() }) }
     }
 
@@ -111,69 +139,62 @@ impl EurothermEmulator {
         self.shared.lock().refused = registers.to_vec();
     }
 
-    /// Runs one pass of the control loop: output and status follow the plant's PV now. A real
-    /// controller does this continuously; without a call it happens on each Modbus request,
-    /// so a plant that heats between requests should call it at its own tick.
+    /// Runs one pass of the control loop without advancing time: output and status follow the
+    /// plant's PV now, the integral as it stands. Each Modbus request does this too.
     pub fn control(&self) {
         let mut regs = self.shared.lock();
         self.shared.update(&mut regs);
     }
 
-    /// Serves one host until it hangs up.
-    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, mut io: T) -> io::Result<()> {
-        let (master, mut inner) = tokio_serial::SerialStream::pair().map_err(io::Error::from)?;
-        let server = tokio_modbus::server::rtu::Server::new(master);
-        let service = Service(self.shared.clone());
-        let task = tokio::spawn(async move { server.serve_forever(service).await });
-        let _abort = AbortOnDrop(task);
-        let mut to_device = [0u8; 256];
-        let mut to_host = [0u8; 256];
-        loop {
-            tokio::select! {
-                read = io.read(&mut to_device) => match read {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => inner.write_all(&to_device[..n]).await?,
-                    Err(e) if is_hangup(&e) => return Ok(()),
-                    Err(e) => return Err(e),
-                },
-                read = inner.read(&mut to_host) => {
-                    let n = read?;
-                    let mut chunk = to_host[..n].to_vec();
-                    match self.shared.faults.get() {
-                        Fault::Garbage(bytes) => chunk = bytes,
-                        Fault::NoiseBefore(mut bytes) => {
-                            bytes.extend_from_slice(&chunk);
-                            chunk = bytes;
-                        }
-                        Fault::BadChecksum => {
-                            if let Some(last) = chunk.last_mut() {
-                                *last ^= 0xFF;
-                            }
-                        }
-                        Fault::None | Fault::Silent | Fault::Slow(_) => {}
-                    }
-                    match io.write_all(&chunk).await {
-                        Err(e) if is_hangup(&e) => return Ok(()),
-                        other => other?,
-                    }
-                }
-            }
-        }
+    /// Runs the control loop over `dt_s` seconds of plant time: the integral advances, then
+    /// output and status follow the PV. A plant that heats between requests calls this at its
+    /// own tick; without it the controller acts proportionally only.
+    pub fn control_for(&self, dt_s: f64) {
+        let mut regs = self.shared.lock();
+        self.shared.integrate(&mut regs, dt_s);
+        self.shared.update(&mut regs);
     }
-}
 
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<io::Result<()>>);
+    /// The integral term now, percent of output (for tests and the rig's log).
+    pub fn integral_pct(&self) -> f64 {
+        self.shared.lock().integral_pct
+    }
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    /// Serves one host until it hangs up.
+    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, io: T) -> io::Result<()> {
+        crate::modbus::serve_rtu(io, Service(self.shared.clone()), &self.shared.faults).await
     }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Registers> {
         self.registers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The working setpoint and whether the loop is in automatic with a sound sensor.
+    fn working(&self, regs: &Registers) -> (u16, bool) {
+        let get = |a| regs.words.get(&a).copied().unwrap_or(0);
+        let remote = get(RM_SP_ENABLE) == 1;
+        let wsp_word = if remote { get(RM_SP) } else { get(SP1) };
+        let automatic = get(AUTO_MAN) == 0 && !self.plant.sensor_break();
+        (wsp_word, automatic)
+    }
+
+    fn integrate(&self, regs: &mut Registers, dt_s: f64) {
+        let (wsp_word, automatic) = self.working(regs);
+        if !automatic || !dt_s.is_finite() || dt_s <= 0.0 {
+            regs.integral_pct = 0.0;
+            return;
+        }
+        let error = from_register(wsp_word, self.model.decimals) - self.plant.pv();
+        let p = error / self.model.proportional_band_c * 100.0;
+        let unclamped = p + regs.integral_pct;
+        // Conditional integration: not further into a saturated output.
+        let winding_up = (unclamped >= 100.0 && error > 0.0) || (unclamped <= 0.0 && error < 0.0);
+        if !winding_up && self.model.integral_time_s > 0.0 {
+            regs.integral_pct += p * dt_s / self.model.integral_time_s;
+            regs.integral_pct = regs.integral_pct.clamp(0.0, 100.0);
+        }
     }
 
     /// Brings the computed registers up to date with the plant.
@@ -186,12 +207,17 @@ impl Shared {
         let wsp = from_register(wsp_word, d);
         let manual = get(regs, AUTO_MAN) == 1;
         let broken = self.plant.sensor_break();
+        if manual || broken {
+            // Not controlling: a return to automatic starts from proportional action.
+            regs.integral_pct = 0.0;
+        }
         let output = if manual {
             from_register(get(regs, MAN_OP), 1)
         } else if broken {
             0.0
         } else {
-            ((wsp - pv) / self.model.proportional_band_c * 100.0).clamp(0.0, 100.0)
+            ((wsp - pv) / self.model.proportional_band_c * 100.0 + regs.integral_pct)
+                .clamp(0.0, 100.0)
         };
         self.plant.set_output(output);
         let mut stat = 0;
@@ -286,5 +312,65 @@ impl tokio_modbus::server::Service for Service {
             }
             shared.call(request)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vessel like the rig's (134 J/K, 0.4 W/K to a 22 °C room, 60 W heater) behind a 4 s
+    /// sensor lag, stepped at 0.1 s with the controller in automatic at 40 °C.
+    fn heat(model: EurothermModel, integrate: bool) -> (f64, f64) {
+        let plant = HeaterPlant::new(22.0);
+        let e = EurothermEmulator::new(plant.clone(), model);
+        e.shared.write(RM_SP_ENABLE, 1).unwrap();
+        e.shared.write(RM_SP, 400).unwrap();
+        let (mut vessel, mut peak, dt) = (22.0_f64, 22.0_f64, 0.1);
+        // An hour of plant time.
+        for _ in 0..36_000 {
+            if integrate {
+                e.control_for(dt);
+            } else {
+                e.control();
+            }
+            let watts = plant.output() / 100.0 * 60.0;
+            vessel += (watts - 0.4 * (vessel - 22.0)) / 134.0 * dt;
+            let sensed = plant.pv() + (vessel - plant.pv()) * dt / 4.0;
+            plant.set_pv(sensed);
+            peak = peak.max(sensed);
+        }
+        (plant.pv(), peak)
+    }
+
+    #[test]
+    fn integral_action_settles_at_the_setpoint_where_proportional_alone_droops() {
+        let (p_only, _) = heat(EurothermModel::default(), false);
+        assert!(p_only < 39.5, "proportional only settles low: {p_only:.2} °C");
+        let (pi, peak) = heat(EurothermModel::default(), true);
+        assert!((pi - 40.0).abs() < 0.05, "PI settles at the setpoint: {pi:.3} °C");
+        assert!(peak < 41.0, "and overshoots by less than 1 °C: peak {peak:.2} °C");
+    }
+
+    #[test]
+    fn the_integral_does_not_wind_up_while_the_output_is_saturated_or_in_manual() {
+        let plant = HeaterPlant::new(22.0);
+        let e = EurothermEmulator::new(plant.clone(), EurothermModel::default());
+        e.shared.write(RM_SP_ENABLE, 1).unwrap();
+        e.shared.write(RM_SP, 1500).unwrap();
+        // 128 °C of error: the output is at 100 % on proportional action alone.
+        for _ in 0..1000 {
+            e.control_for(1.0);
+        }
+        assert_eq!(plant.output(), 100.0);
+        assert_eq!(e.integral_pct(), 0.0, "no integral while saturated");
+        e.shared.write(RM_SP, 400).unwrap();
+        plant.set_pv(39.0);
+        for _ in 0..100 {
+            e.control_for(1.0);
+        }
+        assert!(e.integral_pct() > 0.0);
+        e.shared.write(AUTO_MAN, 1).unwrap();
+        assert_eq!(e.integral_pct(), 0.0, "manual clears it");
     }
 }

@@ -21,6 +21,8 @@ pub const WRK_OP: u16 = 4;
 pub const WKG_SP: u16 = 5;
 /// PB: proportional band.
 pub const PB: u16 = 6;
+/// Ti: integral time, seconds.
+pub const TI: u16 = 8;
 /// RNG.LO: range low.
 pub const RNG_LO: u16 = 11;
 /// RNG.HI: range high.
