@@ -606,8 +606,8 @@ pub fn file_date(modified: Option<SystemTime>) -> String {
 /// The line under the lab-report choice: how many reports the stick holds, or what to do.
 pub fn lab_files_note(count: usize) -> String {
     match count {
-        0 => "No lab files on the stick — insert the stick with the lab report, or type the \
-              phenotype"
+        0 => "No lab files on the stick — insert the stick with the lab report, or enter the \
+              phenotypes below"
             .to_owned(),
         1 => "1 lab file on the stick".to_owned(),
         n => format!("{n} lab files on the stick"),
@@ -955,8 +955,8 @@ mod tests {
     fn the_lab_file_note_says_what_to_do_without_files() {
         assert_eq!(
             lab_files_note(0),
-            "No lab files on the stick — insert the stick with the lab report, or type the \
-             phenotype"
+            "No lab files on the stick — insert the stick with the lab report, or enter the \
+             phenotypes below"
         );
         assert_eq!(lab_files_note(1), "1 lab file on the stick");
         assert_eq!(lab_files_note(3), "3 lab files on the stick");
