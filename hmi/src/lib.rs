@@ -15,14 +15,14 @@ pub mod view;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use slint::{ComponentHandle as _, ModelRc, SharedString, VecModel};
+use slint::{ComponentHandle as _, Model as _, ModelRc, SharedString, VecModel};
 
 use crate::client::{
     BatchCommand, Bus, Client, ClientError, LabFile, PatientEntry, Refusal, Signing,
 };
 use crate::view::{Role, Screen, Trend, Unit};
 
-slint::slint! { export { AppWindow, Editing, Hmi, NavItem, Row } from "ui/app.slint"; }
+slint::slint! { export { AppWindow, GeneEntry, Hmi, Keyboard, NavItem, Row } from "ui/app.slint"; }
 
 /// Samples kept for each trend chart (5 Hz at most: a minute and a half or more).
 const TREND_SAMPLES: usize = 450;
@@ -547,6 +547,33 @@ pub fn show_session(ui: &AppWindow, printed_name: &str, role: Role) {
     hmi.set_logged_in(true);
 }
 
+/// The genes a recipe asks phenotypes for, each with the choices its table names (from
+/// `Recipes1.Details`), nothing chosen yet.
+pub fn gene_entries(details: &serde_json::Value) -> Vec<GeneEntry> {
+    view::genes_of(details)
+        .into_iter()
+        .map(|gene| GeneEntry {
+            choices: model(
+                view::phenotype_choices(details, &gene).into_iter().map(Into::into).collect(),
+            ),
+            gene: gene.into(),
+            value: SharedString::new(),
+            typing: false,
+        })
+        .collect()
+}
+
+/// Sets the phenotype shown for gene `i` (and whether it is typed) in place: a new list would
+/// build the entry's fields again and take the focus from the one being typed into.
+fn show_phenotype(ui: &AppWindow, i: usize, value: &str, typing: bool) {
+    let entries = ui.global::<Hmi<'_>>().get_gene_entries();
+    if let Some(mut e) = entries.row_data(i) {
+        e.value = value.into();
+        e.typing = typing;
+        entries.set_row_data(i, e);
+    }
+}
+
 /// A list for the window.
 pub fn model<T: Clone + 'static>(v: Vec<T>) -> ModelRc<T> {
     ModelRc::new(VecModel::from(v))
@@ -561,10 +588,18 @@ fn nav(role: Role) -> ModelRc<NavItem> {
     )
 }
 
-/// Answers the text editing the `.slint` language cannot do. `init` calls it; so do tests that
-/// drive the window without an appliance.
-pub fn wire_editing(ui: &AppWindow) {
-    ui.global::<Editing<'_>>().on_without_last(|s| view::without_last(&s).into());
+/// Types the on-screen keyboard's keys into the focused field as key events, the way a physical
+/// keyboard or a scanner types: the `.slint` language cannot insert at the caret or delete.
+/// `init` calls it; so do tests that drive the window without an appliance.
+pub fn wire_keyboard(ui: &AppWindow) {
+    let weak = ui.as_weak();
+    ui.global::<Keyboard<'_>>().on_key(move |text| {
+        let Some(ui) = weak.upgrade() else { return };
+        let window = ui.window();
+        // The event goes to the focused element only; with no field focused it goes nowhere.
+        window.dispatch_event(slint::platform::WindowEvent::KeyPressed { text: text.clone() });
+        window.dispatch_event(slint::platform::WindowEvent::KeyReleased { text });
+    });
 }
 
 /// Wires `ui` to the appliance behind `client`: callbacks, the live unit, the screen lock.
@@ -593,7 +628,7 @@ pub fn init(
     let ctl =
         Controller { ui: ui.as_weak(), client, rt, options, state: Arc::new(Mutex::new(state)) };
     let hmi = ui.global::<Hmi<'_>>();
-    wire_editing(ui);
+    wire_keyboard(ui);
 
     let c = ctl.clone();
     hmi.on_touched(move || c.state().last_touch = Instant::now());
@@ -648,6 +683,7 @@ pub fn init(
             |c, ui, (id, details)| {
                 let details: serde_json::Value = serde_json::from_str(&details).unwrap_or_default();
                 let genes = view::genes_of(&details);
+                let entries = gene_entries(&details);
                 let name = details["name"].as_str().unwrap_or(&id).to_owned();
                 let rev = details["revision"].as_u64().unwrap_or_default();
                 {
@@ -657,7 +693,7 @@ pub fn init(
                     s.genes.clone_from(&genes);
                 }
                 let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_genes(model(genes.into_iter().map(SharedString::from).collect()));
+                hmi.set_gene_entries(model(entries));
                 hmi.set_chosen_recipe(id.into());
                 hmi.set_chosen_recipe_title(format!("{name} — revision {rev}").into());
                 hmi.set_has_calculation(false);
@@ -683,6 +719,7 @@ pub fn init(
         // The phenotypes now come from the file; typed ones would be dropped unseen, so they
         // are cleared with their fields.
         c.state().phenotypes.iter_mut().for_each(String::clear);
+        (0..c.state().phenotypes.len()).for_each(|i| show_phenotype(&ui, i, "", false));
         let hmi = ui.global::<Hmi<'_>>();
         hmi.set_lab_file(file.name.clone().into());
         hmi.set_lab_file_detail(lab_file_detail(&file).into());
@@ -700,6 +737,23 @@ pub fn init(
             *p = text.to_string();
         }
     });
+
+    // What the screen shows is what is sent: the state and the entry change together.
+    for typing in [false, true] {
+        let c = ctl.clone();
+        let choose = move |i: i32, term: SharedString| {
+            let (Some(ui), Ok(i)) = (c.ui.upgrade(), usize::try_from(i)) else { return };
+            if let Some(p) = c.state().phenotypes.get_mut(i) {
+                *p = term.to_string();
+            }
+            show_phenotype(&ui, i, &term, typing);
+        };
+        if typing {
+            hmi.on_phenotype_other(move |i| choose(i, SharedString::new()));
+        } else {
+            hmi.on_phenotype_chosen(choose);
+        }
+    }
 
     for create in [false, true] {
         let c = ctl.clone();

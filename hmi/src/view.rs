@@ -487,11 +487,6 @@ pub fn login_missing(user: &str, pin: &str) -> Option<&'static str> {
     }
 }
 
-/// `text` without its last character (the letter keyboard's Delete key).
-pub fn without_last(text: &str) -> &str {
-    text.char_indices().next_back().map_or("", |(i, _)| &text[..i])
-}
-
 /// The record's health in one line, from `Records1.Verify`.
 pub fn record_health(checked: u64, integrity: &str) -> String {
     format!("{checked} entries verified; at start: {integrity}")
@@ -512,6 +507,42 @@ pub fn genes_of(details: &serde_json::Value) -> Vec<String> {
         }
     });
     genes
+}
+
+/// The phenotypes the recipe's own table names for `gene`, in the table's order, to be offered
+/// as choices: read from `Recipes1.Details` (each row's `when` conditions), never a list of the
+/// HMI's. Each is the CPIC term for the category the JSON names (`IntermediateMetabolizer` is
+/// "Intermediate Metabolizer"), which the appliance reads back as that category. A table that
+/// matches the gene by diplotype names no category: no choices, the result is typed.
+///
+/// These are not all the results the rule takes: a row that does not name a gene matches any
+/// determinate result of it, and "Likely …" matches its category; those are typed ("Other").
+pub fn phenotype_choices(details: &serde_json::Value, gene: &str) -> Vec<String> {
+    let mut choices: Vec<String> = Vec::new();
+    let rows = details["personalisation"]["rows"].as_array().map_or(&[][..], Vec::as_slice);
+    for condition in rows.iter().filter_map(|r| r["when"].as_array()).flatten() {
+        if condition[0].as_str() == Some(gene)
+            && let Some(category) = condition[1]["category"].as_str()
+        {
+            let term = cpic_term(category);
+            if !choices.contains(&term) {
+                choices.push(term);
+            }
+        }
+    }
+    choices
+}
+
+/// The words of a category's name as the JSON spells it: a space before each capital.
+fn cpic_term(category: &str) -> String {
+    let mut term = String::with_capacity(category.len() + 2);
+    for (i, c) in category.char_indices() {
+        if i > 0 && c.is_ascii_uppercase() {
+            term.push(' ');
+        }
+        term.push(c);
+    }
+    term
 }
 
 /// The recipe's phases in order (objects with an `id` and a `kind` that are not equipment).
@@ -553,59 +584,30 @@ pub fn remaining_text(elapsed_s: f64, progress: f64) -> String {
 }
 
 /// Midnight UTC of a `YYYY-MM-DD` date, in Unix milliseconds; `end` gives the next midnight,
-/// so a range "from a day to a day" includes both days.
+/// so a range "from a day to a day" includes both days. A day the calendar does not have
+/// (2026-02-30) is no date.
 pub fn date_ms(s: &str, end: bool) -> Option<i64> {
-    let mut it = s.trim().splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468 + i64::from(end);
-    Some(days * 86_400_000)
+    let day: jiff::civil::Date = s.trim().parse().ok()?;
+    let day = if end { day.tomorrow().ok()? } else { day };
+    let midnight =
+        jiff::tz::Offset::UTC.to_timestamp(day.to_datetime(jiff::civil::Time::midnight()));
+    Some(midnight.ok()?.as_millisecond())
 }
 
 /// A file's date for a list, in UTC like every date the appliance records:
 /// `2026-11-20 14:03 UTC`.
 pub fn file_date(modified: Option<SystemTime>) -> String {
-    let Some(secs) = modified
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-    else {
+    let Some(t) = modified.and_then(|t| jiff::Timestamp::try_from(t).ok()) else {
         return "date unknown".to_owned();
     };
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", s / 3600, s % 3600 / 60)
-}
-
-/// The civil date of a day since 1970-01-01 (Howard Hinnant's algorithm, the inverse of the
-/// one in [`date_ms`]).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    jiff::tz::Offset::UTC.to_datetime(t).strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// The line under the lab-report choice: how many reports the stick holds, or what to do.
 pub fn lab_files_note(count: usize) -> String {
     match count {
-        0 => "No lab files on the stick — insert the stick with the lab report, or type the \
-              phenotype"
+        0 => "No lab files on the stick — insert the stick with the lab report, or enter the \
+              phenotypes below"
             .to_owned(),
         1 => "1 lab file on the stick".to_owned(),
         n => format!("{n} lab files on the stick"),
@@ -857,6 +859,58 @@ mod tests {
     }
 
     #[test]
+    fn phenotype_choices_are_the_ones_the_recipes_table_names() {
+        let details = serde_json::json!({ "personalisation": { "rows": [
+            { "when": [["NUDT15", { "category": "NormalMetabolizer" }],
+                       ["TPMT", { "category": "NormalMetabolizer" }]] },
+            { "when": [["TPMT", { "category": "IntermediateMetabolizer" }]] },
+            { "when": [["NUDT15", { "category": "PoorMetabolizer" }]] },
+            { "when": [["TPMT", { "category": "IntermediateMetabolizer" }],
+                       ["MTHFR", { "diplotype": "677C/677T" }]] },
+        ] } });
+        assert_eq!(
+            phenotype_choices(&details, "TPMT"),
+            ["Normal Metabolizer", "Intermediate Metabolizer"],
+            "in the table's order, each once"
+        );
+        assert_eq!(
+            phenotype_choices(&details, "NUDT15"),
+            ["Normal Metabolizer", "Poor Metabolizer"]
+        );
+        assert!(phenotype_choices(&details, "MTHFR").is_empty(), "a diplotype is typed");
+        assert!(
+            phenotype_choices(&serde_json::json!({}), "TPMT").is_empty(),
+            "no table, no choice"
+        );
+    }
+
+    #[test]
+    fn a_chosen_phenotype_is_the_term_the_appliance_reads_back() {
+        use galen_recipes::pgx::{Category, Phenotype};
+        for category in [
+            Category::UltrarapidMetabolizer,
+            Category::RapidMetabolizer,
+            Category::NormalMetabolizer,
+            Category::IntermediateMetabolizer,
+            Category::PoorMetabolizer,
+            Category::IncreasedFunction,
+            Category::NormalFunction,
+            Category::DecreasedFunction,
+            Category::PoorFunction,
+            Category::Indeterminate,
+            Category::NoCall,
+        ] {
+            // As `Recipes1.Details` spells it.
+            let json = serde_json::to_value(category).unwrap();
+            let term = cpic_term(json.as_str().unwrap());
+            assert_eq!(term, category.term(), "{json}");
+            if category.is_determinate() {
+                assert_eq!(Phenotype::parse(&term).unwrap().category, category, "{term}");
+            }
+        }
+    }
+
+    #[test]
     fn time_left_is_estimated_only_once_there_is_progress() {
         assert_eq!(remaining_text(10.0, 0.5), "about 10 s");
         assert_eq!(remaining_text(120.0, 0.5), "about 2 min");
@@ -870,6 +924,8 @@ mod tests {
         assert_eq!(date_ms("1970-01-01", true), Some(86_400_000));
         assert_eq!(date_ms("2026-11-21", false), Some(1_795_219_200_000));
         assert_eq!(date_ms("2026-13-01", false), None);
+        assert_eq!(date_ms("2026-02-30", false), None, "a day the calendar does not have");
+        assert_eq!(date_ms("2026-12-31", true), date_ms("2027-01-01", false), "across a year");
         assert_eq!(date_ms("yesterday", false), None);
     }
 
@@ -882,13 +938,6 @@ mod tests {
     }
 
     #[test]
-    fn delete_takes_the_last_character_only() {
-        assert_eq!(without_last("ada"), "ad");
-        assert_eq!(without_last("zoë"), "zo", "a character, not a byte");
-        assert_eq!(without_last(""), "");
-    }
-
-    #[test]
     fn file_dates_read_in_utc() {
         let at = |s: u64| Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s));
         assert_eq!(file_date(at(0)), "1970-01-01 00:00 UTC");
@@ -896,8 +945,9 @@ mod tests {
         assert_eq!(file_date(at(951_782_400)), "2000-02-29 00:00 UTC", "a leap day");
         assert_eq!(file_date(None), "date unknown");
         for day in [0_i64, 59, 60, 365, 11_016, 20_413, 47_482] {
-            let (y, m, d) = civil(day);
-            assert_eq!(date_ms(&format!("{y}-{m}-{d}"), false), Some(day * 86_400_000), "{day}");
+            let date = file_date(at(u64::try_from(day * 86_400).unwrap()));
+            let ymd = date.split(' ').next().unwrap();
+            assert_eq!(date_ms(ymd, false), Some(day * 86_400_000), "{day}: {date}");
         }
     }
 
@@ -905,8 +955,8 @@ mod tests {
     fn the_lab_file_note_says_what_to_do_without_files() {
         assert_eq!(
             lab_files_note(0),
-            "No lab files on the stick — insert the stick with the lab report, or type the \
-             phenotype"
+            "No lab files on the stick — insert the stick with the lab report, or enter the \
+             phenotypes below"
         );
         assert_eq!(lab_files_note(1), "1 lab file on the stick");
         assert_eq!(lab_files_note(3), "3 lab files on the stick");

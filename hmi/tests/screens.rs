@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use galen_hmi::view::{self, Role, Trend, Unit};
-use galen_hmi::{AppWindow, Hmi, Row, model, show_session, show_unit, wire_editing};
+use galen_hmi::{
+    AppWindow, GeneEntry, Hmi, Keyboard, Row, gene_entries, model, show_session, show_unit,
+    wire_keyboard,
+};
 use galen_recipes::model::Recipe;
 use galen_recipes::patient::{GeneResult, Patient, PatientId, Source, Sourced};
 use galen_recipes::personalise::{self, Parameters};
@@ -21,7 +24,7 @@ use i_slint_backend_testing::{
     AccessibleRole, ElementHandle, ElementRoot as _, TestingBackend, TestingBackendOptions,
     mock_elapsed_time,
 };
-use slint::{ComponentHandle as _, SharedString};
+use slint::{ComponentHandle as _, Model as _, SharedString};
 
 /// A pixel differs when a channel moved by more than this…
 const CHANNEL_TOLERANCE: u8 = 40;
@@ -34,10 +37,6 @@ fn dir() -> PathBuf {
 
 fn row(id: &str, title: &str, detail: &str, status: &str, ok: bool) -> Row {
     Row { id: id.into(), title: title.into(), detail: detail.into(), status: status.into(), ok }
-}
-
-fn strings(v: &[&str]) -> slint::ModelRc<SharedString> {
-    model(v.iter().map(|s| SharedString::from(*s)).collect())
 }
 
 /// The example recipe as the manufacturer wrote it.
@@ -149,6 +148,25 @@ fn type_into(ui: &AppWindow, label: &str, text: &str) {
     element(ui, label, AccessibleRole::TextInput).set_accessible_value(text);
 }
 
+/// What the field with `label` shows.
+fn value(ui: &AppWindow, label: &str) -> String {
+    element(ui, label, AccessibleRole::TextInput).accessible_value().unwrap_or_default().into()
+}
+
+/// A finger's tap in the middle of the element with `label`: pressed and released there.
+fn press(ui: &AppWindow, label: &str, role: AccessibleRole) {
+    let e = element(ui, label, role);
+    let (at, size) = (e.absolute_position(), e.size());
+    let position = slint::LogicalPosition::new(at.x + size.width / 2.0, at.y + size.height / 2.0);
+    let button = slint::platform::PointerEventButton::Left;
+    let window = ui.window();
+    window.dispatch_event(slint::platform::WindowEvent::PointerPressed { position, button });
+    // A finger rests on the glass for a moment (a scrolling list waits that long to tell a tap
+    // from a swipe).
+    mock_elapsed_time(std::time::Duration::from_millis(120));
+    window.dispatch_event(slint::platform::WindowEvent::PointerReleased { position, button });
+}
+
 fn lab_row(name: &str, detail: &str) -> Row {
     row(name, name.rsplit('/').next().unwrap(), detail, "", true)
 }
@@ -193,6 +211,226 @@ fn library(ui: &AppWindow) {
         ),
     ]));
     hmi.set_screen("recipes".into());
+}
+
+/// The home screen: a batch running, the heater's link down.
+fn home(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let (mut u, w, t) = running_unit();
+    u.links_down = vec!["heater".into()];
+    u.alarms = vec!["heater: no reply for 3 s (link down)".into()];
+    show_unit(ui, &u, &w, &t);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_record_health(view::record_health(1284, "intact").into());
+    hmi.set_screen("home".into());
+}
+
+/// The example recipe's genes with their choices as `Recipes1.Details` gives them, and what
+/// the pharmacist chose for each.
+fn genes_chosen(chosen: &[&str]) -> slint::ModelRc<GeneEntry> {
+    let mut entries = gene_entries(&serde_json::to_value(azathioprine()).unwrap());
+    for (e, v) in entries.iter_mut().zip(chosen) {
+        e.value = (*v).into();
+    }
+    model(entries)
+}
+
+/// A new batch of the example recipe, nothing entered yet.
+fn new_batch_entry(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let recipe = azathioprine();
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_chosen_recipe(recipe.id.as_str().into());
+    hmi.set_chosen_recipe_title(format!("{} — revision {}", recipe.name, recipe.revision).into());
+    hmi.set_gene_entries(genes_chosen(&[]));
+    hmi.set_lab_files_note(view::lab_files_note(0).into());
+    hmi.set_screen("new-batch".into());
+}
+
+/// A new batch with the patient's data entered and the phenotypes chosen, before the
+/// calculation.
+fn new_batch_entered(ui: &AppWindow) {
+    new_batch_entry(ui);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_gene_entries(genes_chosen(&["Intermediate Metabolizer", "Normal Metabolizer"]));
+    type_into(ui, "Patient ID", "P-0042");
+    type_into(ui, "Weight (kg)", "35");
+    type_into(ui, "Age (years)", "10");
+}
+
+/// A new batch with the patient's data entered, the phenotypes chosen, and the calculation
+/// shown.
+fn new_batch(ui: &AppWindow) {
+    new_batch_entered(ui);
+    let hmi = ui.global::<Hmi<'_>>();
+    // Show calculation ends the typing: the keyboard goes down by itself.
+    element(ui, "Patient ID", AccessibleRole::TextInput).invoke_accessible_default_action();
+    assert!(ui.global::<Keyboard<'_>>().get_open(), "a tap on a field brings the keyboard up");
+    tap(ui, "Show calculation");
+    mock_elapsed_time(std::time::Duration::from_millis(50));
+    assert!(!ui.global::<Keyboard<'_>>().get_open(), "any other button puts it away");
+    let (calc, _) = calculation();
+    hmi.set_calc_outcome(calc.outcome.clone().into());
+    hmi.set_calc_text(calc.text.clone().into());
+    hmi.set_calc_before(calc.before_start().into());
+    hmi.set_has_calculation(true);
+}
+
+/// The patient ID typed on the letters with real taps (a pointer, not an accessibility action:
+/// the field keeps the focus while keys are tapped), then Done, and the weight on the digits.
+fn new_batch_typing(ui: &AppWindow) {
+    new_batch_entry(ui);
+    press(ui, "Patient ID", AccessibleRole::TextInput);
+    for k in ["Shift", "P", "-", "0", "0", "4", "2"] {
+        press(ui, k, AccessibleRole::Button);
+    }
+    assert_eq!(value(ui, "Patient ID"), "P-0042", "typed on the keys");
+    press(ui, "Delete", AccessibleRole::Button);
+    press(ui, "2", AccessibleRole::Button);
+    assert_eq!(value(ui, "Patient ID"), "P-0042", "Delete takes one character");
+    // Done puts the keyboard away: at 800×480 it covers the weight.
+    press(ui, "Done", AccessibleRole::Button);
+    press(ui, "Weight (kg)", AccessibleRole::TextInput);
+    for k in ["3", "5", ".", "5"] {
+        press(ui, k, AccessibleRole::Button);
+    }
+    assert_eq!(value(ui, "Weight (kg)"), "35.5", "the digits go to the field tapped last");
+    assert_eq!(value(ui, "Patient ID"), "P-0042", "and only there");
+}
+
+/// On the 800×480 panel the phenotype is typed (Other): the screen pans up so the field shows
+/// above the keyboard.
+fn new_batch_other_800x480(ui: &AppWindow) {
+    new_batch_entry(ui);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_gene_entries(genes_chosen(&["Intermediate Metabolizer", "Normal Metabolizer"]));
+    type_into(ui, "Patient ID", "P-0042");
+    let entries = hmi.get_gene_entries();
+    let mut tpmt = entries.row_data(0).unwrap();
+    tpmt.typing = true;
+    tpmt.value = "".into();
+    entries.set_row_data(0, tpmt);
+    element(ui, "TPMT phenotype (as on the lab report)", AccessibleRole::TextInput)
+        .invoke_accessible_default_action();
+    // A capital after Shift; two taps lock the capitals.
+    for k in ["Shift", "L", "i", "k", "e", "l", "y", "Space", "Shift", "Shift", "I", "M"] {
+        tap(ui, k);
+    }
+    assert_eq!(value(ui, "TPMT phenotype (as on the lab report)"), "Likely IM");
+}
+
+/// Alarms waiting for acknowledgement: more than fit an 800×480 panel after a link fault (the
+/// added ones in the words the supervisor's safety monitor uses).
+fn alarms(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let (mut u, w, t) = running_unit();
+    u.alarms = vec![
+        "balance: unstable for 30 s during dispense-vehicle".into(),
+        "heater: no reply for 3 s (link down)".into(),
+        "heater: link lost".into(),
+        "balance: no reading for 2000 ms".into(),
+        "vehicle pump stalled: 0.02 g arrived where 1.50 g were expected".into(),
+    ];
+    show_unit(ui, &u, &w, &t);
+    ui.global::<Hmi<'_>>().set_screen("alarms".into());
+}
+
+/// The performer signs the batch record.
+fn sign(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_screen("run".into());
+    hmi.set_sign_title("Sign the batch record".into());
+    hmi.set_sign_meaning(view::signature_meaning("sign").into());
+    hmi.set_sign_subject("For: B-20261121-007".into());
+    hmi.set_sign_asks_user(false);
+    hmi.set_sign_kind("sign".into());
+}
+
+/// The second person types their name on the keyboard.
+fn sign_second_person(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_screen("new-batch".into());
+    hmi.set_sign_title("Second-person verification".into());
+    hmi.set_sign_meaning(view::signature_meaning("verify").into());
+    hmi.set_sign_subject("For: B-20261121-007".into());
+    hmi.set_sign_asks_user(true);
+    hmi.set_sign_kind("verify".into());
+    for k in ["v", "i", "c"] {
+        tap(ui, k);
+    }
+}
+
+/// QA's list of batches to review and release.
+fn review(ui: &AppWindow) {
+    show_session(ui, "Quinn Release", Role::Qa);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_batches(model(vec![row(
+        "B-20261121-007",
+        "B-20261121-007 — patient P-0042",
+        "azathioprine-oral-suspension · Complete",
+        "Complete",
+        true,
+    )]));
+    hmi.set_screen("review".into());
+}
+
+/// An inspector's export, done.
+fn records_export(ui: &AppWindow) {
+    show_session(ui, "Ida Inspector", Role::Inspector);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_batches(model(vec![
+        row(
+            "B-20261121-007",
+            "B-20261121-007 — patient P-0042",
+            "azathioprine-oral-suspension · Complete",
+            "Complete",
+            true,
+        ),
+        row(
+            "B-20261120-003",
+            "B-20261120-003 — patient P-0017",
+            "azathioprine-oral-suspension · Aborted",
+            "Aborted",
+            false,
+        ),
+    ]));
+    hmi.set_export_step("checkpoints".into());
+    hmi.set_export_fraction(1.0);
+    hmi.set_export_result("212 entries exported to galen-export-20261121 (/media/galen)".into());
+    hmi.set_safe_to_remove(true);
+    hmi.set_screen("records".into());
+}
+
+/// The administrator's users.
+fn users(ui: &AppWindow) {
+    show_session(ui, "Alan Admin", Role::Admin);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_users(model(vec![
+        row("1", "Alan Admin (admin)", "#1 · admin", "", true),
+        row("2", "Ada Lovelace (ada)", "#2 · pharmacist", "", true),
+        row("3", "Victor Second (vic)", "#3 · verifier", "", true),
+        row("4", "Old Locum (locum)", "#4 · pharmacist", "", false),
+    ]));
+    hmi.set_screen("users".into());
+}
+
+/// The lab reports on the stick, to choose the patient's by a tap.
+fn lab_files(ui: &AppWindow) {
+    show_session(ui, "Ada Lovelace", Role::Pharmacist);
+    let hmi = ui.global::<Hmi<'_>>();
+    hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
+    hmi.set_chosen_recipe_title("Azathioprine 10 mg/mL oral suspension — revision 1".into());
+    hmi.set_gene_entries(genes_chosen(&[]));
+    hmi.set_lab_files(model(vec![
+        lab_row("LAB/P-0042-tpmt.tsv", "2026-11-21 09:12 UTC · in LAB"),
+        lab_row("LAB/P-0017-tpmt.tsv", "2026-11-20 16:40 UTC · in LAB"),
+        lab_row("P-0009-nudt15.tsv", "2026-11-02 11:05 UTC"),
+    ]));
+    hmi.set_lab_files_note(view::lab_files_note(3).into());
+    hmi.set_screen("new-batch".into());
+    hmi.set_picking_lab_file(true);
 }
 
 /// How a screen is set up before it is rendered.
@@ -243,21 +481,10 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 }
             }),
         ),
-        (
-            "home",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let (mut u, w, t) = running_unit();
-                u.links_down = vec!["heater".into()];
-                u.alarms = vec!["heater: no reply for 3 s (link down)".into()];
-                show_unit(ui, &u, &w, &t);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_record_health(view::record_health(1284, "intact").into());
-                hmi.set_screen("home".into());
-            }),
-        ),
+        ("home", (1280, 800), Box::new(home)),
+        ("home-800x480", (800, 480), Box::new(home)),
         ("recipes", (1280, 800), Box::new(library)),
+        ("recipes-800x480", (800, 480), Box::new(library)),
         (
             "recipes-installed",
             (1280, 800),
@@ -290,53 +517,14 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 );
             }),
         ),
-        (
-            "new-batch",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let recipe = azathioprine();
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_chosen_recipe(recipe.id.as_str().into());
-                hmi.set_chosen_recipe_title(
-                    format!("{} — revision {}", recipe.name, recipe.revision).into(),
-                );
-                hmi.set_genes(strings_of(&view::genes_of(&serde_json::to_value(&recipe).unwrap())));
-                hmi.set_lab_files_note(view::lab_files_note(0).into());
-                hmi.set_screen("new-batch".into());
-                type_into(ui, "Patient ID", "P-0042");
-                type_into(ui, "Weight (kg)", "35");
-                type_into(ui, "Age (years)", "10");
-                type_into(ui, "TPMT phenotype (as on the lab report)", "Intermediate Metabolizer");
-                type_into(ui, "NUDT15 phenotype (as on the lab report)", "Normal Metabolizer");
-                let (calc, _) = calculation();
-                hmi.set_calc_outcome(calc.outcome.clone().into());
-                hmi.set_calc_text(calc.text.clone().into());
-                hmi.set_calc_before(calc.before_start().into());
-                hmi.set_has_calculation(true);
-            }),
-        ),
-        (
-            "new-batch-lab-files",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_chosen_recipe("azathioprine-oral-suspension".into());
-                hmi.set_chosen_recipe_title(
-                    "Azathioprine 10 mg/mL oral suspension — revision 1".into(),
-                );
-                hmi.set_genes(strings(&["TPMT", "NUDT15"]));
-                hmi.set_lab_files(model(vec![
-                    lab_row("LAB/P-0042-tpmt.tsv", "2026-11-21 09:12 UTC · in LAB"),
-                    lab_row("LAB/P-0017-tpmt.tsv", "2026-11-20 16:40 UTC · in LAB"),
-                    lab_row("P-0009-nudt15.tsv", "2026-11-02 11:05 UTC"),
-                ]));
-                hmi.set_lab_files_note(view::lab_files_note(3).into());
-                hmi.set_screen("new-batch".into());
-                hmi.set_picking_lab_file(true);
-            }),
-        ),
+        ("new-batch", (1280, 800), Box::new(new_batch)),
+        ("new-batch-800x480", (800, 480), Box::new(new_batch)),
+        ("new-batch-entered-800x480", (800, 480), Box::new(new_batch_entered)),
+        ("new-batch-typing", (1280, 800), Box::new(new_batch_typing)),
+        ("new-batch-typing-800x480", (800, 480), Box::new(new_batch_typing)),
+        ("new-batch-other-800x480", (800, 480), Box::new(new_batch_other_800x480)),
+        ("new-batch-lab-files", (1280, 800), Box::new(lab_files)),
+        ("new-batch-lab-files-800x480", (800, 480), Box::new(lab_files)),
         ("run-scan", (1280, 800), Box::new(scanning)),
         ("run-scan-800x480", (800, 480), Box::new(scanning)),
         (
@@ -364,113 +552,28 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
                 hmi.set_screen("run".into());
             }),
         ),
+        ("alarms", (1280, 800), Box::new(alarms)),
+        ("alarms-800x480", (800, 480), Box::new(alarms)),
+        ("sign", (1280, 800), Box::new(sign)),
+        ("sign-800x480", (800, 480), Box::new(sign)),
+        ("sign-second-person", (1280, 800), Box::new(sign_second_person)),
+        ("sign-second-person-800x480", (800, 480), Box::new(sign_second_person)),
         (
-            "alarms",
-            (1280, 800),
+            "sign-second-person-pin-800x480",
+            (800, 480),
             Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let (mut u, w, t) = running_unit();
-                u.alarms = vec![
-                    "balance: unstable for 30 s during dispense-vehicle".into(),
-                    "heater: no reply for 3 s (link down)".into(),
-                ];
-                show_unit(ui, &u, &w, &t);
-                ui.global::<Hmi<'_>>().set_screen("alarms".into());
-            }),
-        ),
-        (
-            "sign",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_screen("run".into());
-                hmi.set_sign_title("Sign the batch record".into());
-                hmi.set_sign_meaning(view::signature_meaning("sign").into());
-                hmi.set_sign_subject("For: B-20261121-007".into());
-                hmi.set_sign_asks_user(false);
-                hmi.set_sign_kind("sign".into());
-            }),
-        ),
-        (
-            "sign-second-person",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ada Lovelace", Role::Pharmacist);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_screen("new-batch".into());
-                hmi.set_sign_title("Second-person verification".into());
-                hmi.set_sign_meaning(view::signature_meaning("verify").into());
-                hmi.set_sign_subject("For: B-20261121-007".into());
-                hmi.set_sign_asks_user(true);
-                hmi.set_sign_kind("verify".into());
-                for k in ["v", "i", "c"] {
+                sign_second_person(ui);
+                for k in ["Next", "2", "2", "2"] {
                     tap(ui, k);
                 }
             }),
         ),
-        (
-            "review",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Quinn Release", Role::Qa);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_batches(model(vec![row(
-                    "B-20261121-007",
-                    "B-20261121-007 — patient P-0042",
-                    "azathioprine-oral-suspension · Complete",
-                    "Complete",
-                    true,
-                )]));
-                hmi.set_screen("review".into());
-            }),
-        ),
-        (
-            "records-export",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Ida Inspector", Role::Inspector);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_batches(model(vec![
-                    row(
-                        "B-20261121-007",
-                        "B-20261121-007 — patient P-0042",
-                        "azathioprine-oral-suspension · Complete",
-                        "Complete",
-                        true,
-                    ),
-                    row(
-                        "B-20261120-003",
-                        "B-20261120-003 — patient P-0017",
-                        "azathioprine-oral-suspension · Aborted",
-                        "Aborted",
-                        false,
-                    ),
-                ]));
-                hmi.set_export_step("checkpoints".into());
-                hmi.set_export_fraction(1.0);
-                hmi.set_export_result(
-                    "212 entries exported to galen-export-20261121 (/media/galen)".into(),
-                );
-                hmi.set_safe_to_remove(true);
-                hmi.set_screen("records".into());
-            }),
-        ),
-        (
-            "users",
-            (1280, 800),
-            Box::new(|ui| {
-                show_session(ui, "Alan Admin", Role::Admin);
-                let hmi = ui.global::<Hmi<'_>>();
-                hmi.set_users(model(vec![
-                    row("1", "Alan Admin (admin)", "#1 · admin", "", true),
-                    row("2", "Ada Lovelace (ada)", "#2 · pharmacist", "", true),
-                    row("3", "Victor Second (vic)", "#3 · verifier", "", true),
-                    row("4", "Old Locum (locum)", "#4 · pharmacist", "", false),
-                ]));
-                hmi.set_screen("users".into());
-            }),
-        ),
+        ("review", (1280, 800), Box::new(review)),
+        ("review-800x480", (800, 480), Box::new(review)),
+        ("records-export", (1280, 800), Box::new(records_export)),
+        ("records-export-800x480", (800, 480), Box::new(records_export)),
+        ("users", (1280, 800), Box::new(users)),
+        ("users-800x480", (800, 480), Box::new(users)),
     ]
 }
 
@@ -478,14 +581,15 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
 const MIN_TARGET_PX: f32 = 48.0;
 
 /// Renders the screen, and says which buttons are too small for a gloved finger or (partly)
-/// off the screen, where no one can reach them.
+/// off the screen, where no one can reach them: below it only in a list that scrolls, above it
+/// only while the keyboard pans the screen up.
 fn render(
     name: &str,
     size: (u32, u32),
     setup: &dyn Fn(&AppWindow),
 ) -> ((u32, u32, Vec<u8>), Vec<String>) {
     let ui = AppWindow::new().unwrap();
-    wire_editing(&ui);
+    wire_keyboard(&ui);
     ui.window().set_size(slint::PhysicalSize::new(size.0, size.1));
     ui.show().unwrap();
     setup(&ui);
@@ -494,6 +598,18 @@ fn render(
     let shot = ui.window().take_snapshot().unwrap_or_else(|e| panic!("{name}: {e}"));
     #[allow(clippy::cast_precision_loss)] // a window's size in pixels
     let (w, h) = (size.0 as f32, size.1 as f32);
+    // A list that scrolls brings what is below the screen up by a swipe; its top must show.
+    let scrolling: Vec<(f32, f32)> = ui
+        .root_element()
+        .query_descendants()
+        .match_inherits("Flickable")
+        .find_all()
+        .into_iter()
+        .filter(|f| (0.0..h).contains(&f.absolute_position().y))
+        .map(|f| (f.absolute_position().x, f.absolute_position().x + f.size().width))
+        .collect();
+    // While a field is typed into, the keyboard pans the screen up; Done brings it back.
+    let panned = ui.global::<Keyboard<'_>>().get_pan() > 0.0;
     let unreachable = ui
         .root_element()
         .query_descendants()
@@ -503,8 +619,13 @@ fn render(
         .filter_map(|b| {
             let (at, sz) = (b.absolute_position(), b.size());
             let small = sz.width < MIN_TARGET_PX || sz.height < MIN_TARGET_PX;
-            let off =
-                at.x < 0.0 || at.y < 0.0 || at.x + sz.width > w + 0.5 || at.y + sz.height > h + 0.5;
+            let scrolls = scrolling
+                .iter()
+                .any(|&(left, right)| at.x >= left - 0.5 && at.x + sz.width <= right + 0.5);
+            let off = at.x < 0.0
+                || at.x + sz.width > w + 0.5
+                || (at.y < 0.0 && !panned)
+                || (at.y + sz.height > h + 0.5 && !scrolls);
             (small || off).then(|| {
                 let label = b.accessible_label().unwrap_or_default();
                 format!(
