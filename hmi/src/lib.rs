@@ -787,7 +787,7 @@ pub fn init(
                         let hmi = ui.global::<Hmi<'_>>();
                         match view::Calculation::parse(&calc) {
                             Ok(calc) => {
-                                hmi.set_calc_outcome(calc.outcome.clone().into());
+                                hmi.set_calc_outcome(calc.heading().into());
                                 hmi.set_calc_text(calc.text.clone().into());
                                 hmi.set_calc_before(calc.before_start().into());
                                 hmi.set_has_calculation(true);

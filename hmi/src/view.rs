@@ -154,6 +154,8 @@ pub struct Unit {
     pub batch_id: String,
     pub state: String,
     pub phase: String,
+    /// The phase in words with its target, as the appliance says it.
+    pub phase_title: String,
     /// (index of the current phase, number of phases).
     pub position: (u32, u32),
     pub progress: f64,
@@ -162,6 +164,8 @@ pub struct Unit {
     pub temperature_c: f64,
     pub setpoint_c: f64,
     pub instruction: String,
+    /// What input the batch waits for: "scan", "confirm" or "".
+    pub awaiting: String,
     pub notice: String,
     pub alarms: Vec<String>,
     pub links_down: Vec<String>,
@@ -176,6 +180,8 @@ impl Unit {
                 ("BatchId", Value::Text(t)) => self.batch_id.clone_from(t),
                 ("State", Value::Text(t)) => self.state.clone_from(t),
                 ("Phase", Value::Text(t)) => self.phase.clone_from(t),
+                ("PhaseTitle", Value::Text(t)) => self.phase_title.clone_from(t),
+                ("Awaiting", Value::Text(t)) => self.awaiting.clone_from(t),
                 ("PhasePosition", Value::Pair(i, n)) => self.position = (*i, *n),
                 ("Progress", Value::Number(x)) => self.progress = *x,
                 ("WeightGrams", Value::Number(x)) => self.weight_g = *x,
@@ -191,14 +197,15 @@ impl Unit {
         }
     }
 
-    /// Whether the step waits for a material label: the appliance names its scan phases so.
+    /// Whether the step waits for a material label.
     pub fn awaits_scan(&self) -> bool {
-        self.phase.starts_with("scan") && !self.instruction.is_empty()
+        self.awaiting == "scan"
     }
 
-    /// Whether the step waits for the operator to confirm a manual step.
+    /// Whether the step waits for the operator to confirm a manual step (not, say, a held
+    /// batch, whose instruction is to deal with the alarm).
     pub fn awaits_confirm(&self) -> bool {
-        !self.instruction.is_empty() && !self.awaits_scan()
+        self.awaiting == "confirm"
     }
 
     /// A batch is on the unit and not finished.
@@ -228,13 +235,15 @@ impl Unit {
         }
     }
 
-    /// "Phase 3 of 9: dispense-api".
+    /// "Phase 5 of 8: Pump 0.490 g of azathioprine (syringe pump)" (the phase's id where the
+    /// appliance gives no title).
     pub fn phase_text(&self) -> String {
         let (i, n) = self.position;
         if self.phase.is_empty() || n == 0 {
             return "No phase running".to_owned();
         }
-        format!("Phase {} of {}: {}", i + 1, n, self.phase)
+        let what = if self.phase_title.is_empty() { &self.phase } else { &self.phase_title };
+        format!("Phase {} of {}: {}", i + 1, n, what)
     }
 
     pub fn progress_text(&self) -> String {
@@ -333,6 +342,13 @@ pub struct Calculation {
 impl Calculation {
     pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
+    }
+
+    /// The outcome as a heading: the appliance words it to go inside a sentence ("compound
+    /// 49 mL of …"), the screen shows it on its own.
+    pub fn heading(&self) -> String {
+        let mut chars = self.outcome.chars();
+        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
     }
 
     /// What must happen before the batch may start, in words.
@@ -728,17 +744,28 @@ mod tests {
             ("WeightGrams", Value::Number(12.3456)),
             ("WeightStable", Value::Flag(true)),
             ("Instruction", s("Scan the container")),
+            ("Awaiting", s("scan")),
             ("Unheard", Value::Flag(false)),
         ]));
         assert_eq!(u.state, "Running");
         assert_eq!(u.weight_text(), "12.346 g");
         assert_eq!(u.stability_text(), "stable");
         assert!(u.awaits_scan() && !u.awaits_confirm());
-        u.apply(&props(&[("Phase", s("flush")), ("Instruction", s("Clean the line"))]));
+        u.apply(&props(&[
+            ("Phase", s("flush")),
+            ("Instruction", s("Clean the line")),
+            ("Awaiting", s("confirm")),
+        ]));
         assert_eq!(u.state, "Running", "kept");
         assert!(u.awaits_confirm() && !u.awaits_scan());
         u.apply(&props(&[("State", Value::Number(3.0))]));
         assert_eq!(u.state, "Running", "a wrong type keeps the old value");
+        u.apply(&props(&[
+            ("State", s("Held")),
+            ("Instruction", s("Held: deal with the cause")),
+            ("Awaiting", s("")),
+        ]));
+        assert!(!u.awaits_confirm() && !u.awaits_scan(), "a held batch confirms nothing");
     }
 
     #[test]
@@ -755,6 +782,8 @@ mod tests {
             ..Unit::default()
         };
         assert_eq!(u.phase_text(), "Phase 3 of 9: heat");
+        let titled = Unit { phase_title: "Heat to 40.0 °C".into(), ..u.clone() };
+        assert_eq!(titled.phase_text(), "Phase 3 of 9: Heat to 40.0 °C");
         assert_eq!(u.progress_text(), "46 %");
         assert_eq!(u.temperature_text(), "36.9 °C");
         assert_eq!(u.setpoint_text(), "set 40.0 °C");
@@ -790,6 +819,10 @@ mod tests {
             "text":"rule…","parameters":null,"needs_qa":true,"second_person":["patient_data"]}"#;
         let c = Calculation::parse(json).unwrap();
         assert_eq!(c.patient_id, "P-1");
+        assert_eq!(c.heading(), "30 %");
+        let compound = Calculation { outcome: "compound 49 mL".into(), ..Calculation::default() };
+        assert_eq!(compound.heading(), "Compound 49 mL");
+        assert_eq!(Calculation::default().heading(), "");
         assert_eq!(
             c.before_start(),
             "Before start: a second person verifies the patient data; QA approves the dose."

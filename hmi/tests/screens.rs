@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use galen_appliance::engine::batch::{Planned, Pump};
+use galen_appliance::engine::dispense::Spec;
 use galen_hmi::view::{self, Role, Trend, Unit};
 use galen_hmi::{
     AppWindow, GeneEntry, Hmi, Keyboard, Row, gene_entries, model, show_session, show_unit,
@@ -110,6 +112,19 @@ fn running_unit() -> (Unit, Trend, Trend) {
         batch_id: "B-20261121-007".into(),
         state: "Running".into(),
         phase: phases[at].clone(),
+        // The appliance's own words for the phase.
+        phase_title: Planned::Dispense {
+            id: phases[at].clone(),
+            material: "vehicle".into(),
+            pump: Pump::Peristaltic,
+            spec: Spec {
+                target_g: vehicle,
+                tolerance_g: 0.5,
+                density_g_ml: 1.0,
+                max_rate_ml_min: 60.0,
+            },
+        }
+        .title(),
         position: (u32::try_from(at).unwrap(), u32::try_from(phases.len()).unwrap()),
         progress,
         weight_g: active + progress * vehicle,
@@ -176,6 +191,8 @@ fn scanning(ui: &AppWindow) {
     show_session(ui, "Ada Lovelace", Role::Pharmacist);
     let (mut u, _, t) = running_unit();
     u.phase = "scan-api".into();
+    u.phase_title = Planned::Scan { id: u.phase.clone(), material: "azathioprine".into() }.title();
+    u.awaiting = "scan".into();
     u.position = (0, u.position.1);
     u.progress = 0.0;
     u.weight_g = 0.0;
@@ -188,6 +205,21 @@ fn scanning(ui: &AppWindow) {
     let hmi = ui.global::<Hmi<'_>>();
     hmi.set_phases(strings_of(&phases()));
     hmi.set_screen("run".into());
+}
+
+/// The operator taps the scan field to type a label: the keyboard comes up, and Hold stays in
+/// reach above it.
+fn scanning_typed(ui: &AppWindow) {
+    scanning(ui);
+    press(
+        ui,
+        "Scan the label, or type material | lot | expiry (YYYY-MM-DD)",
+        AccessibleRole::TextInput,
+    );
+    for k in ["a", "z", "a"] {
+        press(ui, k, AccessibleRole::Button);
+    }
+    assert!(ui.global::<Keyboard<'_>>().get_open(), "the keyboard is up");
 }
 
 /// The recipe library, as QA sees it.
@@ -270,7 +302,7 @@ fn new_batch(ui: &AppWindow) {
     mock_elapsed_time(std::time::Duration::from_millis(50));
     assert!(!ui.global::<Keyboard<'_>>().get_open(), "any other button puts it away");
     let (calc, _) = calculation();
-    hmi.set_calc_outcome(calc.outcome.clone().into());
+    hmi.set_calc_outcome(calc.heading().into());
     hmi.set_calc_text(calc.text.clone().into());
     hmi.set_calc_before(calc.before_start().into());
     hmi.set_has_calculation(true);
@@ -527,6 +559,8 @@ fn screens() -> Vec<(&'static str, (u32, u32), Setup)> {
         ("new-batch-lab-files-800x480", (800, 480), Box::new(lab_files)),
         ("run-scan", (1280, 800), Box::new(scanning)),
         ("run-scan-800x480", (800, 480), Box::new(scanning)),
+        ("run-scan-typing", (1280, 800), Box::new(scanning_typed)),
+        ("run-scan-typing-800x480", (800, 480), Box::new(scanning_typed)),
         (
             "run",
             (1280, 800),
