@@ -1,8 +1,9 @@
-//! Instruments of a compounding unit: balances, pumps and heaters spoken to over serial.
+//! Instruments of a compounding unit: balances, pumps, heaters and the emergency stop's
+//! monitoring contact, spoken to over serial.
 //!
-//! One trait per device kind ([`Balance`], [`Pump`], [`Heater`], [`EmergencyStop`]); per protocol, side by side,
-//! a pure codec (bytes in, frames out: no I/O, no clock), an async driver and a wire-level
-//! emulator that `galen-hil` serves on a pty. Nothing here knows what a batch or a recipe is.
+//! One trait per device kind ([`Balance`], [`Pump`], [`Heater`], [`EmergencyStop`]); per
+//! protocol, side by side, a pure codec (bytes in, frames out: no I/O, no clock), an async
+//! driver and a wire-level emulator that `galen-hil` serves on a pty. Nothing here knows what a batch or a recipe is.
 //!
 //! | Kind | Protocol | Codec | Driver | Emulator |
 //! |---|---|---|---|---|

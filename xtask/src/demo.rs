@@ -341,7 +341,7 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(50));
         }
         println!("    simulated unit running at {SPEED}x; its unit file is {}", unit.display());
-        for dev in ["balance", "syringe", "peristaltic", "heater"] {
+        for dev in ["balance", "syringe", "peristaltic", "heater", "estop"] {
             let link = dir.join(dev);
             let pty =
                 std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_default();

@@ -1026,10 +1026,11 @@ mod tests {
         let rig = Path::new("/tmp/rig");
         let unit = "[[device]]\nname = \"balance\"\nport = \"/tmp/rig/balance\"\n\
                     [[device]]\nport = \"/tmp/rig/syringe\"\n[[device]]\nport = \"/tmp/rig/peristaltic\"\n\
-                    [[device]]\nport = \"/tmp/rig/heater\"\n";
+                    [[device]]\nport = \"/tmp/rig/heater\"\n[[device]]\nport = \"/tmp/rig/estop\"\n";
         let guest = guest_unit_file(unit, rig).unwrap();
         assert!(guest.contains("port = \"/dev/galen/balance\""));
         assert!(guest.contains("port = \"/dev/galen/heater\""));
+        assert!(guest.contains("port = \"/dev/galen/estop\""));
         assert!(!guest.contains("/tmp/rig"));
         assert!(guest_unit_file("port = \"/elsewhere\"", rig).is_err());
     }
