@@ -88,6 +88,7 @@ pub struct Served {
     hold: SlaveHold,
     transcript: crate::transcript::Transcript,
     task: tokio::task::JoinHandle<io::Result<()>>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Served {
@@ -102,8 +103,10 @@ impl Served {
     {
         let transcript = crate::transcript::Transcript::new();
         let (master, hold) = Pty::open()?.split();
-        let task = tokio::spawn(serve(crate::transcript::Tap::new(master, transcript.clone())));
-        Ok(Self { hold, transcript, task })
+        let tap = crate::transcript::Tap::new(master, transcript.clone());
+        let cut = tap.cutter();
+        let task = tokio::spawn(serve(tap));
+        Ok(Self { hold, transcript, task, cut })
     }
 
     /// The slave's path, for the driver.
@@ -134,6 +137,8 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        // Silent from now on, even before the aborted task is dropped and the pty closes.
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
     }
 }

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -96,12 +97,28 @@ impl Transcript {
 pub struct Tap<T> {
     inner: T,
     transcript: Transcript,
+    cut: Arc<AtomicBool>,
 }
 
 impl<T> Tap<T> {
     /// Records `inner`'s traffic into `transcript`.
     pub fn new(inner: T, transcript: Transcript) -> Self {
-        Self { inner, transcript }
+        Self { inner, transcript, cut: Arc::default() }
+    }
+
+    /// A switch that cuts the wire at once: from the moment it is set, nothing more passes
+    /// either way (reads and writes fail), whatever task is still holding the tap. An aborted
+    /// task is only dropped at its next poll, and until then it could still answer.
+    pub fn cutter(&self) -> Arc<AtomicBool> {
+        self.cut.clone()
+    }
+
+    fn check_cut(&self) -> io::Result<()> {
+        if self.cut.load(Ordering::SeqCst) {
+            Err(io::Error::new(io::ErrorKind::BrokenPipe, "the wire was cut (unplugged)"))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -111,6 +128,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_cut()?;
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
@@ -127,6 +145,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             self.transcript.push(Direction::ToHost, &buf[..n]);
