@@ -250,6 +250,20 @@ pub fn scan_materials(name: &str, id: &str) {
     galenctl(name, "ada", &["batch", "scan", id, "azathioprine", "AZA-2291", "2030-01-31"]);
     galenctl(name, "ada", &["batch", "watch", id, "--until-phase", "scan-vehicle"]);
     galenctl(name, "ada", &["batch", "scan", id, "vehicle", "ORA-77", "2030-06-30"]);
+    // The batch takes a scan in after the call has returned: until it has moved on, a watch
+    // for the operator would still see the scan it asked for, and a confirm sent then would be
+    // refused and the batch wait for ever.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&galenctl(name, "ada", &["--json", "status"])).unwrap();
+        assert_eq!(status["notice"], "", "the vehicle scan was refused: {status}");
+        if status["phase"] != "scan-vehicle" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the vehicle scan was not taken in: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The batch's entries as the API gives them.
