@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use galen_appliance::dbus::{self, PATH};
 use galen_appliance::records::users::{Action, Role, permits};
+use galen_hil::rig::Injection;
 use galen_record::entry::EntryKind;
 use galen_record::signature::Meaning;
 use serde::de::DeserializeOwned;
@@ -245,7 +246,32 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> St
     let vic = Client::login(a, t, "vic").await;
     let () = vic.ok("Batches1", "Verify", &(&id, pin("vic"))).await;
 
-    let () = ada.ok("Batches1", "Start", &(&id,)).await;
+    // Not while the emergency stop is pressed: refused before anything begins.
+    a.rig.inject(Injection::EmergencyStop(true)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let alarms: Vec<String> = ada.property("Alarms").await;
+        if alarms.iter().any(|a| a.contains("emergency stop pressed")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the unit never showed it: {alarms:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = ada.call::<_, ()>("Batches1", "Start", &(&id,)).await.unwrap_err();
+    assert_eq!(error_name(&refused), "NotReady", "{refused:?}");
+    assert!(refused.1.contains("the emergency stop is pressed"), "{}", refused.1);
+    a.rig.inject(Injection::EmergencyStop(false)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match ada.call::<_, ()>("Batches1", "Start", &(&id,)).await {
+            Ok(()) => break,
+            Err(e) if e.1.contains("emergency stop") => {
+                assert!(tokio::time::Instant::now() < deadline, "still refused: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("refused after the release: {e:?}"),
+        }
+    }
     let e = ada.call::<_, ()>("Batches1", "Start", &(&id,)).await.unwrap_err();
     assert_eq!(error_name(&e), "Busy", "{e:?}");
     wait_for(&ada, 10, "the first scan", |s, p| s == "Running" && p == "scan-api").await;

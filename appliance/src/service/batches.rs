@@ -432,6 +432,13 @@ impl Service {
             action: "start",
             why: why.to_owned(),
         };
+        // Refused here rather than held at the first reading: nothing of the batch has begun.
+        if self.live.borrow().estop_clear == Some(false) {
+            return Err(not_ready(
+                "the emergency stop is pressed, or its contact cannot be read; release it (or \
+                 have its wiring checked), then start",
+            ));
+        }
         let (recipe, params) = {
             let batches = self.batches.lock().expect("batches lock");
             if let Some(busy) = busy(&batches) {

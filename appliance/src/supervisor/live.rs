@@ -43,6 +43,9 @@ pub struct Live {
     pub alarms: Vec<String>,
     /// Devices whose link is down.
     pub links_down: BTreeSet<String>,
+    /// The emergency stop's contact: released (`Some(true)`), pressed or unreadable
+    /// (`Some(false)`), or no E-stop on this unit or no reading yet (`None`).
+    pub estop_clear: Option<bool>,
 }
 
 /// The writing end, shared by the observation distributor and the batch loop.
@@ -68,15 +71,17 @@ pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, fe
                 l.links_down.remove(device);
             }
             Observed::Tared | Observed::TareFailed { .. } => {}
-            // While a batch runs, its own alarm says it (and records it); with none, the unit
-            // still shows it.
-            Observed::EmergencyStop(Ok(true)) if feed.lock().is_ok_and(|f| f.is_none()) => {
-                let text = crate::engine::safety::Fault::EmergencyStop.describe();
-                if !l.alarms.contains(&text) {
-                    l.alarms.push(text);
+            Observed::EmergencyStop(reading) => {
+                l.estop_clear = Some(matches!(reading, Ok(false)));
+                // While a batch runs, its own alarm says it (and records it); with none, the
+                // unit still shows it.
+                if matches!(reading, Ok(true)) && feed.lock().is_ok_and(|f| f.is_none()) {
+                    let text = crate::engine::safety::Fault::EmergencyStop.describe();
+                    if !l.alarms.contains(&text) {
+                        l.alarms.push(text);
+                    }
                 }
             }
-            Observed::EmergencyStop(_) => {}
         });
         let to = feed.lock().ok().and_then(|f| f.clone());
         if let Some(to) = to {

@@ -297,7 +297,8 @@ pub struct Appliance {
     pub exports: PathBuf,
     /// What a service needs again when it is restarted over the same records and unit.
     again: Again,
-    _rig: HilRig,
+    /// The simulated unit.
+    pub rig: HilRig,
     _tpm: Rig,
     _dir: TempDir,
 }
@@ -401,5 +402,5 @@ pub async fn appliance(people: &[(&'static str, &'static str, Role, &'static str
         )
         .unwrap(),
     );
-    Appliance { svc, records, repo, exports, again, _rig: rig, _tpm: tpm, _dir: dir }
+    Appliance { svc, records, repo, exports, again, rig, _tpm: tpm, _dir: dir }
 }
