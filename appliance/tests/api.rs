@@ -264,7 +264,15 @@ async fn a_batch_from_patient_data_to_export(a: &Appliance, t: &Transport) -> St
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match ada.call::<_, ()>("Batches1", "Start", &(&id,)).await {
-            Ok(()) => break,
+            Ok(()) => {
+                // Pressed and released with no batch running: both are in the unit's history.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while access_entries_of(a, EntryKind::System, "unit.emergency_stop") < 2 {
+                    assert!(tokio::time::Instant::now() < deadline, "not recorded");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                break;
+            }
             Err(e) if e.1.contains("emergency stop") => {
                 assert!(tokio::time::Instant::now() < deadline, "still refused: {e:?}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -614,12 +622,17 @@ fn methods()
 
 /// How many access entries named `object` ("refused", "logout") the record holds.
 fn access_entries(a: &Appliance, object: &str) -> usize {
+    access_entries_of(a, EntryKind::Access, object)
+}
+
+/// How many entries of `kind` named `object` the record holds.
+fn access_entries_of(a: &Appliance, kind: EntryKind, object: &str) -> usize {
     let store = a.records.lock().unwrap();
     store
         .entries_between(galen_record::UtcMillis(0), galen_record::UtcMillis(i64::MAX))
         .unwrap()
         .iter()
-        .filter(|e| e.body.kind == EntryKind::Access && e.body.object == object)
+        .filter(|e| e.body.kind == kind && e.body.object == object)
         .count()
 }
 

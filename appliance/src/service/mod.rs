@@ -206,6 +206,11 @@ impl Service {
         if n > 0 {
             tracing::info!(batches = n, "open batches rebuilt from the record");
         }
+        service.runtime.spawn(record_estop_between_batches(
+            service.live.clone(),
+            service.records.clone(),
+            service.clock.clone(),
+        ));
         Ok(service)
     }
 
@@ -494,6 +499,44 @@ impl Service {
             .filter(|e| e.body.kind == EntryKind::Signature && e.body.object == object)
             .filter_map(|e| e.body.user_id)
             .collect())
+    }
+}
+
+/// Records the emergency stop pressed and released while no batch runs (a running batch
+/// records it itself, with its alarm): when the unit was stopped, and that it was cleared,
+/// belong in its history even when no product was at risk. `distribute` queues the changes in
+/// the live view; this takes them out and records each.
+async fn record_estop_between_batches(
+    live: LiveTx,
+    records: Arc<Mutex<RecordStore>>,
+    clock: Arc<dyn WallClock>,
+) {
+    let mut changes = live.subscribe();
+    while changes.changed().await.is_ok() {
+        if changes.borrow_and_update().estop_unrecorded.is_empty() {
+            continue;
+        }
+        let mut queued = Vec::new();
+        live.send_modify(|l| queued = std::mem::take(&mut l.estop_unrecorded));
+        for pressed in queued {
+            let words = if pressed {
+                "emergency stop pressed (or its contact unreadable); no batch was running"
+            } else {
+                "emergency stop released; no batch was running"
+            };
+            let entry = NewEntry {
+                new_value: Some(words.to_owned()),
+                ..NewEntry::new(EntryKind::System, "unit.emergency_stop")
+            };
+            let at = At::utc(clock.now());
+            let written = records
+                .lock()
+                .map_err(|_| "poisoned".to_owned())
+                .and_then(|mut s| s.append(at, entry).map(drop).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::error!("recording the emergency stop: {e}");
+            }
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Live {
     /// The emergency stop's contact: released (`Some(true)`), pressed or unreadable
     /// (`Some(false)`), or no E-stop on this unit or no reading yet (`None`).
     pub estop_clear: Option<bool>,
+    /// Changes of the emergency stop while no batch ran (`true`: pressed or unreadable), in
+    /// order, until the service has recorded them. A queue rather than the latest state, so
+    /// that a press and release in quick succession are both recorded.
+    #[serde(skip)]
+    pub estop_unrecorded: Vec<bool>,
 }
 
 /// The writing end, shared by the observation distributor and the batch loop.
@@ -72,10 +77,15 @@ pub async fn distribute(mut observed: mpsc::Receiver<Observed>, live: LiveTx, fe
             }
             Observed::Tared | Observed::TareFailed { .. } => {}
             Observed::EmergencyStop(reading) => {
-                l.estop_clear = Some(matches!(reading, Ok(false)));
+                let clear = matches!(reading, Ok(false));
+                let was = l.estop_clear.replace(clear);
                 // While a batch runs, its own alarm says it (and records it); with none, the
-                // unit still shows it.
-                if matches!(reading, Ok(true)) && feed.lock().is_ok_and(|f| f.is_none()) {
+                // unit still shows it, and the service records it.
+                let idle = feed.lock().is_ok_and(|f| f.is_none());
+                if idle && was != Some(clear) && !(was.is_none() && clear) {
+                    l.estop_unrecorded.push(!clear);
+                }
+                if matches!(reading, Ok(true)) && idle {
                     let text = crate::engine::safety::Fault::EmergencyStop.describe();
                     if !l.alarms.contains(&text) {
                         l.alarms.push(text);
