@@ -493,9 +493,9 @@ async fn stick(c: &Client) -> Result<()> {
         "recipe_updates": updates,
     });
     c.print(&value, || {
-        let mut s = format!("stick {label}");
+        let mut s = format!("on the stick \"{label}\":");
         if labs.is_empty() && updates.is_empty() {
-            s.push_str(": no lab reports (.tsv) and no recipe updates on it");
+            s.push_str(" no lab reports (.tsv) and no recipe updates");
         }
         for (name, modified_ms, size) in &labs {
             let when = jiff::Timestamp::from_millisecond(*modified_ms)
