@@ -88,7 +88,7 @@ fn main() {
             idle_cpu * 100.0,
             "% of one core",
             &format!(
-                "utime + stime over {} s; the actors poll the balance at 10 Hz and the heater at 2 Hz",
+                "utime + stime over {} s; the actors poll the balance at 10 Hz, the heater at 2 Hz and the E-stop contact at 10 Hz",
                 IDLE.as_secs()
             ),
         );
