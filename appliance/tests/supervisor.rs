@@ -13,12 +13,13 @@ use galen_appliance::engine::safety::{Limits, Monitor};
 use galen_appliance::engine::state::{Command, State};
 use galen_appliance::records::RecordStore;
 use galen_appliance::supervisor::recovery::recover;
-use galen_appliance::supervisor::runtime::{Run, SystemClock};
+use galen_appliance::supervisor::runtime::{Run, RunError, SystemClock};
 use galen_appliance::supervisor::start_devices;
 use galen_hil::plant::{PlantFault, PumpId};
 use galen_hil::rig::{Injection, Rig, RigConfig, Trigger};
 use galen_record::{Entry, EntryKind};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 fn plan(target_g: f64) -> Vec<Planned> {
     vec![
@@ -52,6 +53,22 @@ fn unit() -> Unit {
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(RigConfig::default(), dir.path()).expect("the rig starts");
     Unit { store, rig, _appliance: appliance, _dir: dir }
+}
+
+/// Starts batch `id` dispensing `grams` of water on the unit's rig under the real runtime:
+/// the operator's channel, and the run (its final state when it ends).
+async fn start_batch(
+    u: &Unit,
+    id: &str,
+    grams: f64,
+) -> (mpsc::Sender<Event>, JoinHandle<Result<State, RunError>>) {
+    let (observed_tx, observed) = mpsc::channel(256);
+    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
+    let (operator_tx, operator) = mpsc::channel(8);
+    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
+    let batch = Batch::new(plan(grams), Monitor::new(Limits::default()));
+    let mut run = Run::new(id.into(), devices, u.store.clone(), SystemClock);
+    (operator_tx, tokio::spawn(async move { run.run(batch, operator, observed).await }))
 }
 
 fn entries(store: &Arc<Mutex<RecordStore>>, batch: &str) -> Vec<Entry> {
@@ -117,14 +134,8 @@ async fn a_pump_that_stalls_mid_dispense_is_stopped_the_batch_held_and_the_alarm
             Injection::Plant(PlantFault::PumpStall { pump: PumpId::Peristaltic, alarm: false }),
         )
         .unwrap();
-    let (observed_tx, observed) = mpsc::channel(256);
-    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
-    let (operator_tx, operator) = mpsc::channel(8);
-    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
-    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let (operator_tx, running) = start_batch(&u, "B-HIL-2", 30.0).await;
     let store = u.store.clone();
-    let mut run = Run::new("B-HIL-2".into(), devices, store.clone(), SystemClock);
-    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
 
     // Wait for the batch to be Held.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -213,14 +224,8 @@ async fn after_a_crash_mid_dispense_the_unit_is_made_safe_and_the_batch_held_wit
 async fn held_by(fault: Injection) -> String {
     let u = unit();
     u.rig.schedule(Trigger::When("vessel_mass_g > 3".parse().unwrap()), fault).unwrap();
-    let (observed_tx, observed) = mpsc::channel(256);
-    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
-    let (operator_tx, operator) = mpsc::channel(8);
-    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
-    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let (operator_tx, running) = start_batch(&u, "B-FAULT", 30.0).await;
     let store = u.store.clone();
-    let mut run = Run::new("B-FAULT".into(), devices, store.clone(), SystemClock);
-    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let alarm = loop {
         let all = entries(&store, "B-FAULT");
@@ -288,14 +293,8 @@ async fn until_in_vessel(rig: &Rig, grams: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_mid_dispense_then_a_resume_delivers_the_target_once_not_twice() {
     let u = unit();
-    let (observed_tx, observed) = mpsc::channel(256);
-    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
-    let (operator_tx, operator) = mpsc::channel(8);
-    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
-    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let (operator_tx, running) = start_batch(&u, "B-RESUME", 30.0).await;
     let store = u.store.clone();
-    let mut run = Run::new("B-RESUME".into(), devices, store.clone(), SystemClock);
-    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
 
     until_in_vessel(&u.rig, 12.0).await;
     operator_tx.send(Event::Operator(Command::Hold)).await.unwrap();
@@ -348,14 +347,8 @@ async fn a_hold_mid_dispense_then_a_resume_delivers_the_target_once_not_twice() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_unplugged_while_held_mid_dispense_leaves_only_stop_and_abort() {
     let u = unit();
-    let (observed_tx, observed) = mpsc::channel(256);
-    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
-    let (operator_tx, operator) = mpsc::channel(8);
-    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
-    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let (operator_tx, running) = start_batch(&u, "B-UNSEEN", 30.0).await;
     let store = u.store.clone();
-    let mut run = Run::new("B-UNSEEN".into(), devices, store.clone(), SystemClock);
-    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
 
     until_in_vessel(&u.rig, 10.0).await;
     operator_tx.send(Event::Operator(Command::Hold)).await.unwrap();
@@ -390,14 +383,8 @@ async fn a_balance_unplugged_while_held_mid_dispense_leaves_only_stop_and_abort(
 async fn the_emergency_stop_pressed_mid_dispense_holds_release_resumes_nothing_and_a_resume_finishes_the_dose()
  {
     let u = unit();
-    let (observed_tx, observed) = mpsc::channel(256);
-    let devices = start_devices(u.rig.unit(), &observed_tx).expect("devices");
-    let (operator_tx, operator) = mpsc::channel(8);
-    operator_tx.send(Event::Operator(Command::Start)).await.unwrap();
-    let batch = Batch::new(plan(30.0), Monitor::new(Limits::default()));
+    let (operator_tx, running) = start_batch(&u, "B-ESTOP", 30.0).await;
     let store = u.store.clone();
-    let mut run = Run::new("B-ESTOP".into(), devices, store.clone(), SystemClock);
-    let running = tokio::spawn(async move { run.run(batch, operator, observed).await });
 
     until_in_vessel(&u.rig, 10.0).await;
     u.rig.inject(Injection::EmergencyStop(true)).unwrap();
