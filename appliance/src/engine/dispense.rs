@@ -137,22 +137,30 @@ impl Dispense {
     /// mass completed it) the verdict comes at once. Top-ups used before the hold stay used.
     pub fn resume(&mut self, gross_g: f64) -> Action {
         let net = gross_g - self.tare_g;
-        let (target, tol) = (self.spec.target_g, self.spec.tolerance_g);
-        if net > target + tol {
-            self.step = Step::Done;
-            return Action::Done(Outcome::Over { dispensed_g: net });
+        if let Some(done) = self.verdict(net) {
+            return done;
         }
-        if net >= target - tol {
-            self.step = Step::Done;
-            return Action::Done(Outcome::Within { dispensed_g: net, top_ups: self.top_ups });
-        }
-        if target - net > self.fine_band() {
+        if self.spec.target_g - net > self.fine_band() {
             self.step = Step::Coarse;
             Action::Rate { ml_min: self.coarse_ml_min() }
         } else {
             self.step = Step::Fine;
             Action::Rate { ml_min: self.fine_ml_min() }
         }
+    }
+
+    /// The end of the dispense once `net` is over the tolerance band or within it.
+    fn verdict(&mut self, net: f64) -> Option<Action> {
+        let (target, tol) = (self.spec.target_g, self.spec.tolerance_g);
+        let outcome = if net > target + tol {
+            Outcome::Over { dispensed_g: net }
+        } else if net >= target - tol {
+            Outcome::Within { dispensed_g: net, top_ups: self.top_ups }
+        } else {
+            return None;
+        };
+        self.step = Step::Done;
+        Some(Action::Done(outcome))
     }
 
     /// The lag learned so far (s), for the record and for the next dispense.
@@ -222,14 +230,8 @@ impl Dispense {
         if flow_g_s > 0.0 {
             self.lag_s = ((net - stopped_net) / flow_g_s).clamp(0.0, 10.0);
         }
-        let (target, tol) = (self.spec.target_g, self.spec.tolerance_g);
-        if net > target + tol {
-            self.step = Step::Done;
-            return Action::Done(Outcome::Over { dispensed_g: net });
-        }
-        if net >= target - tol {
-            self.step = Step::Done;
-            return Action::Done(Outcome::Within { dispensed_g: net, top_ups: self.top_ups });
+        if let Some(done) = self.verdict(net) {
+            return done;
         }
         if self.top_ups >= self.tuning.max_top_ups {
             self.step = Step::Done;
