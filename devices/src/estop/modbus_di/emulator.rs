@@ -3,16 +3,14 @@
 //! the [`EstopPlant`]'s button, and refuses every other function code (exception 1), as a
 //! read-only input module does.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use super::inputs::{self, Contact};
-use crate::emulator::{Fault, FaultHandle};
+use crate::emulator::FaultHandle;
 use crate::estop::{EstopPlant, EstopState};
 
 /// The module an emulator pretends to be, and how the E-stop is wired to it.
@@ -65,7 +63,7 @@ impl ModbusDiEmulator {
 
     /// Serves one host until it hangs up.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, io: T) -> io::Result<()> {
-        crate::modbus::serve_rtu(io, Service(self.shared.clone()), &self.shared.faults).await
+        crate::modbus::serve_rtu(io, self.shared.clone(), &self.shared.faults).await
     }
 }
 
@@ -94,24 +92,8 @@ impl Shared {
     }
 }
 
-#[derive(Debug)]
-struct Service(Arc<Shared>);
-
-impl tokio_modbus::server::Service for Service {
-    type Request = SlaveRequest<'static>;
-    type Response = Option<Response>;
-    type Exception = ExceptionCode;
-    type Future = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
-
-    fn call(&self, request: Self::Request) -> Self::Future {
-        let shared = self.0.clone();
-        Box::pin(async move {
-            match shared.faults.get() {
-                Fault::Silent => return Ok(None),
-                Fault::Slow(delay) => tokio::time::sleep(delay).await,
-                _ => {}
-            }
-            shared.call(request)
-        })
+impl crate::modbus::Answer for Shared {
+    fn answer(&self, request: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+        self.call(request)
     }
 }

@@ -17,9 +17,7 @@
 //! noise, a broken CRC); silence and slowness are applied in the service here.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +27,7 @@ use super::registers::{
     AUTO_MAN, EEPROM_BACKED, MAN_OP, PB, PV_IN, RM_SP, RM_SP_ENABLE, RNG_HI, RNG_LO, SP1, SP2,
     STATUS, TG_SP, TI, WKG_SP, WRK_OP, from_register, status, to_register,
 };
-use crate::emulator::{Fault, FaultHandle};
+use crate::emulator::FaultHandle;
 use crate::heater::HeaterPlant;
 
 /// The controller an emulator pretends to be.
@@ -162,7 +160,7 @@ impl EurothermEmulator {
 
     /// Serves one host until it hangs up.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(&self, io: T) -> io::Result<()> {
-        crate::modbus::serve_rtu(io, Service(self.shared.clone()), &self.shared.faults).await
+        crate::modbus::serve_rtu(io, self.shared.clone(), &self.shared.faults).await
     }
 }
 
@@ -293,25 +291,9 @@ impl Shared {
     }
 }
 
-#[derive(Debug)]
-struct Service(Arc<Shared>);
-
-impl tokio_modbus::server::Service for Service {
-    type Request = SlaveRequest<'static>;
-    type Response = Option<Response>;
-    type Exception = ExceptionCode;
-    type Future = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
-
-    fn call(&self, request: Self::Request) -> Self::Future {
-        let shared = self.0.clone();
-        Box::pin(async move {
-            match shared.faults.get() {
-                Fault::Silent => return Ok(None),
-                Fault::Slow(delay) => tokio::time::sleep(delay).await,
-                _ => {}
-            }
-            shared.call(request)
-        })
+impl crate::modbus::Answer for Shared {
+    fn answer(&self, request: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+        self.call(request)
     }
 }
 
