@@ -14,7 +14,7 @@
 //! proportional action alone.
 //!
 //! It is served through [`crate::modbus`]'s relay, which injects the wire faults (garbage,
-//! noise, a broken CRC); silence and slowness are applied in the service here.
+//! noise, a broken CRC); silence and slowness before it answers.
 
 use std::collections::BTreeMap;
 use std::io;
